@@ -1,0 +1,246 @@
+//! Binds the listeners and runs sync, DNS and admin until shutdown.
+//!
+//! Shutdown order (STYLE.md): a signal cancels the token; the etcd watcher
+//! stops; the DNS server stops accepting and finishes in-flight answers;
+//! the admin endpoint stops last. All of it within [`DEFAULT_SHUTDOWN_GRACE`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::rr::Name;
+use hickory_server::Server;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::config::{Config, DnsConfig, EtcdConfig, HttpConfig, LogConfig};
+use crate::dns::DnsHandler;
+use crate::etcd;
+use crate::registration::Patterns;
+use crate::status::SyncStatus;
+use crate::watcher::Watcher;
+use crate::zone::{ZoneParams, ZoneStore, ZoneWriter};
+
+/// How long shutdown may take before we stop waiting.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// A TCP client that sends nothing for this long is disconnected.
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Responses queued per TCP connection.
+pub const TCP_RESPONSE_BUFFER: usize = 32;
+/// Attempts to find a port free for both UDP and TCP when asked for port 0.
+const EPHEMERAL_BIND_ATTEMPTS: usize = 20;
+
+/// Why rpcdns stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    #[error("invalid zone name {zone}: {reason}")]
+    Zone { zone: String, reason: String },
+    #[error("invalid pattern: {0}")]
+    Pattern(String),
+    #[error("failed to bind dns listener {addr}: {source}")]
+    BindDns { addr: SocketAddr, source: io::Error },
+    #[error("failed to bind http listener {addr}: {source}")]
+    BindHttp { addr: SocketAddr, source: io::Error },
+    #[error("failed to install the signal handler: {0}")]
+    Signal(io::Error),
+    #[error("etcd sync failed: {0}")]
+    Sync(#[from] etcd::SyncError),
+    #[error("{0} stopped unexpectedly")]
+    TaskEnded(&'static str),
+}
+
+/// The bound DNS and HTTP listeners; bound before anything runs so that a
+/// port in use is a startup error, and so tests can use port 0.
+pub struct Listeners {
+    pub dns: Vec<(UdpSocket, TcpListener)>,
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds every DNS address (UDP and TCP on the same port) and the HTTP
+    /// address, and logs the addresses actually bound.
+    pub async fn bind(dns: &DnsConfig, http: &HttpConfig) -> Result<Self, RunError> {
+        let mut sockets = Vec::with_capacity(dns.listen.len());
+        for &addr in &dns.listen {
+            let (udp, tcp) = bind_dns(addr)
+                .await
+                .map_err(|source| RunError::BindDns { addr, source })?;
+            let bound = udp
+                .local_addr()
+                .map_err(|source| RunError::BindDns { addr, source })?;
+            info!("listening for dns on {bound} (udp and tcp)");
+            sockets.push((udp, tcp));
+        }
+        let http = TcpListener::bind(http.listen)
+            .await
+            .map_err(|source| RunError::BindHttp {
+                addr: http.listen,
+                source,
+            })?;
+        let bound = http.local_addr().map_err(|source| RunError::BindHttp {
+            addr: bound_or(&http),
+            source,
+        })?;
+        info!("listening for http on {bound}");
+        Ok(Self {
+            dns: sockets,
+            http,
+        })
+    }
+}
+
+fn bound_or(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Binds UDP and TCP on the same address. With port 0 the kernel picks the
+/// UDP port, and we retry until TCP can have the same one.
+async fn bind_dns(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+    let attempts = if addr.port() == 0 {
+        EPHEMERAL_BIND_ATTEMPTS
+    } else {
+        1
+    };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(addr).await?;
+        let bound = udp.local_addr()?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| io::Error::other("no port free for both udp and tcp")))
+}
+
+/// Runs rpcdns with `config` until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    let Config {
+        etcd,
+        dns,
+        http,
+        log: LogConfig { .. },
+    } = config;
+    let listeners = Listeners::bind(&dns, &http).await?;
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    let signals = tokio::spawn(async move {
+        let result = wait_for_signal().await;
+        signal_token.cancel();
+        result
+    });
+    let result = serve(etcd, dns, listeners, shutdown.clone()).await;
+    shutdown.cancel();
+    signals.abort();
+    result
+}
+
+/// Runs everything on already-bound listeners until `shutdown` is
+/// cancelled. Library entry point for tests.
+pub async fn serve(
+    etcd_config: EtcdConfig,
+    dns: DnsConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let origin = Name::from_ascii(&dns.zone).map_err(|e| RunError::Zone {
+        zone: dns.zone.clone(),
+        reason: e.to_string(),
+    })?;
+    let params = ZoneParams {
+        origin: origin.to_lowercase(),
+        ttl: dns.ttl,
+        negative_ttl: dns.negative_ttl,
+    };
+    let origin_text = params.origin_text();
+    let store = Arc::new(ZoneStore::new(params));
+    let status = Arc::new(SyncStatus::new());
+    let patterns = Patterns::new(&etcd_config.patterns).map_err(RunError::Pattern)?;
+
+    // etcd → zone.
+    let mut watcher = Watcher::new(
+        ZoneWriter::new(store.clone()),
+        status.clone(),
+        patterns,
+        origin_text,
+    );
+    let sync_token = shutdown.child_token();
+    let mut sync = tokio::spawn(async move {
+        etcd::run(&etcd_config, &mut watcher, sync_token).await
+    });
+
+    // DNS.
+    let mut server = Server::new(DnsHandler::new(store.clone(), dns.max_udp_payload));
+    for (udp, tcp) in listeners.dns {
+        server.register_socket(udp);
+        server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+    }
+
+    // Admin.
+    let admin_token = CancellationToken::new();
+    let mut admin = tokio::spawn(admin::serve(
+        listeners.http,
+        AdminState {
+            zone: store.clone(),
+            status: status.clone(),
+        },
+        admin_token.clone(),
+    ));
+
+    // Wait for shutdown, or for a task that must not end.
+    let outcome = tokio::select! {
+        () = shutdown.cancelled() => Ok(()),
+        result = &mut sync => match result {
+            Ok(Ok(())) => Err(RunError::TaskEnded("etcd sync")),
+            Ok(Err(error)) => Err(RunError::Sync(error)),
+            Err(_) => Err(RunError::TaskEnded("etcd sync")),
+        },
+        _ = &mut admin => Err(RunError::TaskEnded("admin http server")),
+    };
+    if let Err(error) = &outcome {
+        error!(%error, "shutting down");
+    }
+    info!("shutting down");
+
+    // Stop in order: watcher, DNS, admin; all within the grace period.
+    let drain = async {
+        shutdown.cancel();
+        if !sync.is_finished() {
+            let _ = (&mut sync).await;
+        }
+        if let Err(error) = server.shutdown_gracefully().await {
+            warn!(%error, "dns server stopped with an error");
+        }
+        admin_token.cancel();
+        if !admin.is_finished() {
+            let _ = (&mut admin).await;
+        }
+    };
+    if tokio::time::timeout(DEFAULT_SHUTDOWN_GRACE, drain).await.is_err() {
+        warn!(
+            grace = ?DEFAULT_SHUTDOWN_GRACE,
+            "shutdown took longer than the grace period; exiting anyway"
+        );
+        sync.abort();
+        admin.abort();
+    }
+    outcome
+}
+
+/// Waits for SIGTERM or SIGINT and logs which arrived.
+async fn wait_for_signal() -> Result<(), RunError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
+    tokio::select! {
+        _ = term.recv() => info!("received SIGTERM"),
+        _ = int.recv() => info!("received SIGINT"),
+    }
+    Ok(())
+}

@@ -1,0 +1,1167 @@
+//! etcd client side: paged first read at one revision, watch from
+//! revision+1, reconnect with backoff, resume or re-read; no DNS types.
+//!
+//! [`run`] owns the whole conversation with etcd and reports what it learns
+//! to a [`SyncSink`]: a full state ([`SyncSink::reset`]) after the first read
+//! and after any re-read, then each watch response's events in order
+//! ([`SyncSink::apply`]), and the connection state in between.
+//!
+//! ```text
+//!  connect ──▶ paged get @R ──reset(R)──▶ watch from R+1 ──apply──▶ …
+//!     ▲                                      │ stream error / lost
+//!     └──── backoff ◀── set_connected(false) ┘   (resume from last+1, no re-read)
+//!                                            │ canceled: compacted
+//!                                            └──▶ paged get again ──reset(Compacted)
+//! ```
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, KvClient, WatchOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::EtcdConfig;
+
+// ---------------------------------------------------------------------------
+// Constants
+// ---------------------------------------------------------------------------
+
+/// Keys per page of the full read. etcd answers a range in one gRPC message
+/// (default limit 4 MiB for the client, 1.5 MiB per request on the server
+/// side for writes); 1000 go-zero registrations are well under that.
+pub const PAGE_SIZE: i64 = 1000;
+
+/// First reconnect delay after a lost connection.
+pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+
+/// Reconnect delays double up to this cap.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Each delay is scaled by a random factor in `1 ± BACKOFF_JITTER`, so that
+/// many rpcdns instances do not reconnect to a restarted etcd in lockstep.
+pub const BACKOFF_JITTER: f64 = 0.2;
+
+/// HTTP/2 keep-alive ping interval. etcd's server rejects pings more often
+/// than `--grpc-keepalive-min-time` (default 5 s) with GOAWAY
+/// `too_many_pings`, so this stays above it.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(6);
+
+/// How long a keep-alive ping may go unanswered before the connection is
+/// declared dead: a silently dead peer is noticed within
+/// `KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT` (9 s).
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Upper bound for one unary request (a page of the read) or for opening
+/// the watch stream. A member without a leader can hold a linearizable read
+/// for a long time; this turns that into a reconnect.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+// ---------------------------------------------------------------------------
+// Public types
+// ---------------------------------------------------------------------------
+
+/// One change from an etcd watch response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvEvent {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        mod_revision: i64,
+    },
+    Delete {
+        key: Vec<u8>,
+        mod_revision: i64,
+    },
+}
+
+impl KvEvent {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            KvEvent::Put { key, .. } | KvEvent::Delete { key, .. } => key,
+        }
+    }
+
+    pub fn mod_revision(&self) -> i64 {
+        match self {
+            KvEvent::Put { mod_revision, .. } | KvEvent::Delete { mod_revision, .. } => {
+                *mod_revision
+            }
+        }
+    }
+
+    /// Label value for `rpcdns_etcd_events_total{type}`.
+    pub fn type_str(&self) -> &'static str {
+        match self {
+            KvEvent::Put { .. } => "put",
+            KvEvent::Delete { .. } => "delete",
+        }
+    }
+}
+
+/// Why the whole state was read (again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ResyncReason {
+    /// The first read after start.
+    Initial,
+    /// The watch's resume revision had been compacted away.
+    Compacted,
+    /// The server canceled the watch for another reason.
+    Canceled,
+}
+
+impl ResyncReason {
+    /// Label value for `rpcdns_etcd_resyncs_total{reason}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResyncReason::Initial => "initial",
+            ResyncReason::Compacted => "compacted",
+            ResyncReason::Canceled => "canceled",
+        }
+    }
+}
+
+impl std::fmt::Display for ResyncReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Receives what [`run`] learns from etcd. Called from one task, in order.
+pub trait SyncSink: Send {
+    /// The full state at `revision` (first read, or re-read); replace
+    /// everything in one step.
+    fn reset(&mut self, kvs: Vec<(Vec<u8>, Vec<u8>)>, revision: i64, reason: ResyncReason);
+    /// One watch response's events, in order; apply all, then publish once.
+    /// `revision` is the mod revision of the last event, i.e. the revision
+    /// the state reflects once they are applied (it only ever grows).
+    fn apply(&mut self, events: Vec<KvEvent>, revision: i64);
+    /// The etcd connection went up (`true`) or was lost (`false`).
+    fn set_connected(&mut self, connected: bool);
+}
+
+/// Errors that stop [`run`]; everything else is retried.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    #[error("etcd TLS is not supported yet (etcd.tls is set)")]
+    TlsNotSupported,
+    #[error("invalid etcd endpoints {endpoints:?}: {source}")]
+    InvalidEndpoints {
+        endpoints: Vec<String>,
+        #[source]
+        source: etcd_client::Error,
+    },
+}
+
+impl SyncError {
+    /// None of these get better by trying again: they come from the config.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Key range and backoff (pure)
+// ---------------------------------------------------------------------------
+
+/// The `[start, end)` key range read and watched, in etcd's encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KeyRange {
+    start: Vec<u8>,
+    end: Vec<u8>,
+}
+
+impl KeyRange {
+    /// Every key starting with `prefix`; `""` means every key (etcd spells
+    /// that as key `\0`, range end `\0`).
+    fn for_prefix(prefix: &str) -> Self {
+        if prefix.is_empty() {
+            KeyRange {
+                start: vec![0],
+                end: vec![0],
+            }
+        } else {
+            KeyRange {
+                start: prefix.as_bytes().to_vec(),
+                end: prefix_end(prefix.as_bytes()),
+            }
+        }
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`: the last
+/// byte that is not 0xff, plus one, with what follows it cut off. A prefix of
+/// only 0xff bytes has no such key; `\0` then means "to the end".
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// The delay before reconnect attempt `attempt` (0-based): `BACKOFF_INITIAL`
+/// doubled per attempt, capped at `BACKOFF_MAX`, then scaled by
+/// `1 + BACKOFF_JITTER * jitter`, where `jitter` is in `[-1, 1]`.
+fn backoff_delay(attempt: u32, jitter: f64) -> Duration {
+    let doubled = BACKOFF_INITIAL.saturating_mul(2u32.saturating_pow(attempt.min(31)));
+    let base = doubled.min(BACKOFF_MAX);
+    base.mul_f64(1.0 + BACKOFF_JITTER * jitter.clamp(-1.0, 1.0))
+}
+
+/// Capped exponential backoff with jitter.
+#[derive(Debug, Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next_delay(&mut self) -> Duration {
+        let delay = backoff_delay(self.attempt, rand::random_range(-1.0..=1.0));
+        self.attempt = self.attempt.saturating_add(1);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The sync loop
+// ---------------------------------------------------------------------------
+
+/// Why a session with etcd ended.
+enum Interrupt {
+    /// Connecting failed, a request failed, or the watch stream ended:
+    /// reconnect after a backoff and resume from the last revision seen.
+    Lost(String),
+    /// The server canceled the watch for a reason other than compaction; a
+    /// re-read is due, after a backoff so a persistent refusal cannot spin.
+    Canceled(String),
+}
+
+/// What the loop knows across sessions.
+struct SyncState {
+    /// `Some` when the next session must read everything first.
+    resync: Option<ResyncReason>,
+    /// Every change up to and including this revision has reached the sink.
+    last_revision: i64,
+    /// Whether the sink was last told "connected".
+    connected: bool,
+    /// Whether the current outage (or failure to ever connect) was logged.
+    outage_logged: bool,
+    /// The previous session ended with a cancel; contact alone then does not
+    /// reset the backoff, only a watch that delivers does.
+    after_cancel: bool,
+    backoff: Backoff,
+}
+
+/// Mirrors the configured key range into `sink` until `shutdown` fires.
+///
+/// Returns `Ok(())` on shutdown; connection problems are retried forever
+/// (rpcdns keeps serving the last-known zone meanwhile). Only configuration
+/// problems return an error.
+pub async fn run(
+    config: &EtcdConfig,
+    sink: &mut impl SyncSink,
+    shutdown: CancellationToken,
+) -> Result<(), SyncError> {
+    if config.tls.is_some() {
+        return Err(SyncError::TlsNotSupported);
+    }
+    let range = KeyRange::for_prefix(&config.prefix);
+    let options = connect_options(config);
+    let mut state = SyncState {
+        resync: Some(ResyncReason::Initial),
+        last_revision: 0,
+        connected: false,
+        outage_logged: false,
+        after_cancel: false,
+        backoff: Backoff::default(),
+    };
+
+    loop {
+        let interrupt = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            result = session(config, &options, &range, sink, &mut state) => result?,
+        };
+        match interrupt {
+            Interrupt::Lost(error) => {
+                state.after_cancel = false;
+                if state.connected {
+                    state.connected = false;
+                    sink.set_connected(false);
+                }
+                if !state.outage_logged {
+                    state.outage_logged = true;
+                    tracing::warn!(
+                        endpoints = ?config.endpoints,
+                        %error,
+                        "etcd unreachable; serving the last-known zone and reconnecting"
+                    );
+                } else {
+                    tracing::debug!(%error, "etcd reconnect attempt failed");
+                }
+            }
+            Interrupt::Canceled(reason) => {
+                state.after_cancel = true;
+                tracing::warn!(%reason, "etcd canceled the watch; reading everything again");
+            }
+        }
+        let delay = state.backoff.next_delay();
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+fn connect_options(config: &EtcdConfig) -> ConnectOptions {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(config.dial_timeout)
+        .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
+        // etcd's default policy (PermitWithoutStream = false) answers pings
+        // on a connection without streams with GOAWAY; our watch stream is
+        // always open while it matters.
+        .with_keep_alive_while_idle(false)
+        // A member cut off from its cluster then fails our watch instead of
+        // silently serving nothing new, and we move to a live member.
+        .with_require_leader(true);
+    if let Some(username) = &config.username {
+        let password = config
+            .password
+            .as_ref()
+            .map(|secret| secret.0.clone())
+            .unwrap_or_default();
+        options = options.with_user(username.clone(), password);
+    }
+    options
+}
+
+/// One connection: connect, read everything if due, then watch until the
+/// stream fails. Only configuration errors are returned as `Err`.
+async fn session(
+    config: &EtcdConfig,
+    options: &ConnectOptions,
+    range: &KeyRange,
+    sink: &mut impl SyncSink,
+    state: &mut SyncState,
+) -> Result<Interrupt, SyncError> {
+    // A fresh client per session: tonic's balanced channel spreads requests
+    // over all endpoints and re-dials a failed one lazily, but a request that
+    // lands on a dead member fails rather than moving on, and a new session
+    // (after a short backoff) is the simple, uniform way to try again.
+    let client = match Client::connect(&config.endpoints, Some(options.clone())).await {
+        Ok(client) => client,
+        Err(
+            source @ (etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_)),
+        ) => {
+            return Err(SyncError::InvalidEndpoints {
+                endpoints: config.endpoints.clone(),
+                source,
+            });
+        }
+        Err(error) => return Ok(Interrupt::Lost(format!("connect: {error}"))),
+    };
+    let mut kv = client.kv_client();
+    let mut watch_client = client.watch_client();
+
+    loop {
+        if let Some(reason) = state.resync {
+            let (kvs, revision) = match read_all(&mut kv, range).await {
+                Ok(read) => read,
+                // A compaction between two pages fails the later page; the
+                // read starts over at the new current revision.
+                Err(ReadError::Compacted) => continue,
+                Err(ReadError::Failed(error)) => {
+                    return Ok(Interrupt::Lost(format!("read: {error}")));
+                }
+            };
+            on_contact(config, sink, state);
+            tracing::debug!(keys = kvs.len(), revision, %reason, "etcd full read done");
+            sink.reset(kvs, revision, reason);
+            state.resync = None;
+            state.last_revision = revision;
+        }
+
+        let start_revision = state.last_revision + 1;
+        let watch_options = WatchOptions::new()
+            .with_range(range.end.clone())
+            .with_start_revision(start_revision)
+            .with_progress_notify();
+        let opened = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            watch_client.watch(range.start.clone(), Some(watch_options)),
+        )
+        .await;
+        // The stream must stay whole: dropping its request half ends the
+        // client side of the gRPC stream, and etcd then closes the watch.
+        let mut stream = match opened {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return Ok(Interrupt::Lost(format!("watch: {error}"))),
+            Err(_) => return Ok(Interrupt::Lost("watch: timed out".to_owned())),
+        };
+        tracing::debug!(start_revision, "etcd watch opened");
+
+        loop {
+            let response = match stream.message().await {
+                Ok(Some(response)) => response,
+                Ok(None) => return Ok(Interrupt::Lost("watch stream ended".to_owned())),
+                Err(error) => return Ok(Interrupt::Lost(format!("watch: {error}"))),
+            };
+            on_contact(config, sink, state);
+
+            if response.canceled() {
+                // "The client should treat the watcher as canceled and should
+                // not try to create any watcher with the same start_revision
+                // again" (etcd rpc.proto, WatchResponse.compact_revision).
+                if response.compact_revision() > 0 {
+                    tracing::info!(
+                        resume_revision = start_revision,
+                        compact_revision = response.compact_revision(),
+                        "etcd compacted the resume revision; reading everything again"
+                    );
+                    state.resync = Some(ResyncReason::Compacted);
+                    break;
+                }
+                state.resync = Some(ResyncReason::Canceled);
+                return Ok(Interrupt::Canceled(response.cancel_reason().to_owned()));
+            }
+            if response.created() {
+                continue;
+            }
+
+            let events = convert_events(&response);
+            state.after_cancel = false;
+            state.backoff.reset();
+            match events.last() {
+                Some(last) => {
+                    let revision = last.mod_revision();
+                    state.last_revision = state.last_revision.max(revision);
+                    sink.apply(events, revision);
+                }
+                None => {
+                    // A progress notification: etcd (3.4 `progress`) only
+                    // sends one to a watcher that is in sync, so every change
+                    // up to its header revision has been delivered and a
+                    // resume may start after it. The header revision of an
+                    // event response is NOT such a promise (a catching-up
+                    // watcher gets events in batches with the current
+                    // revision), hence events use their own mod_revision.
+                    if let Some(header) = response.header() {
+                        state.last_revision = state.last_revision.max(header.revision());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The first successful response of a session: tell the sink and the log.
+fn on_contact(config: &EtcdConfig, sink: &mut impl SyncSink, state: &mut SyncState) {
+    if state.connected {
+        return;
+    }
+    state.connected = true;
+    state.outage_logged = false;
+    if !state.after_cancel {
+        state.backoff.reset();
+    }
+    sink.set_connected(true);
+    tracing::info!(endpoints = ?config.endpoints, "connected to etcd");
+}
+
+fn convert_events(response: &etcd_client::WatchResponse) -> Vec<KvEvent> {
+    response
+        .events()
+        .iter()
+        .filter_map(|event| {
+            let kv = event.kv()?;
+            // `event_type()` panics on a type other than PUT (0) and DELETE
+            // (1); mvccpb.Event defines no other and etcd sends no other.
+            Some(match event.event_type() {
+                EventType::Put => KvEvent::Put {
+                    key: kv.key().to_vec(),
+                    value: kv.value().to_vec(),
+                    mod_revision: kv.mod_revision(),
+                },
+                EventType::Delete => KvEvent::Delete {
+                    key: kv.key().to_vec(),
+                    mod_revision: kv.mod_revision(),
+                },
+            })
+        })
+        .collect()
+}
+
+enum ReadError {
+    /// A later page's revision was compacted away mid-read.
+    Compacted,
+    Failed(String),
+}
+
+/// Reads every key in `range` at one revision, `PAGE_SIZE` keys per request:
+/// the first page fixes revision R, every later page is read at R, so the
+/// result is one consistent view.
+async fn read_all(
+    kv: &mut KvClient,
+    range: &KeyRange,
+) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, i64), ReadError> {
+    let mut kvs = Vec::new();
+    // 0 asks for the current revision; the first page's header fixes it.
+    let mut revision = 0;
+    let mut from = range.start.clone();
+    loop {
+        let mut get_options = GetOptions::new()
+            .with_range(range.end.clone())
+            .with_limit(PAGE_SIZE);
+        if revision > 0 {
+            get_options = get_options.with_revision(revision);
+        }
+        let mut response =
+            match tokio::time::timeout(REQUEST_TIMEOUT, kv.get(from, Some(get_options))).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(etcd_client::Error::GRpcStatus(status)))
+                    if revision > 0 && status.message().contains("compacted") =>
+                {
+                    return Err(ReadError::Compacted);
+                }
+                Ok(Err(error)) => return Err(ReadError::Failed(error.to_string())),
+                Err(_) => return Err(ReadError::Failed("get timed out".to_owned())),
+            };
+        if revision == 0 {
+            revision = response
+                .header()
+                .map(|header| header.revision())
+                .filter(|&revision| revision > 0)
+                .ok_or_else(|| ReadError::Failed("get response without a revision".to_owned()))?;
+        }
+        let more = response.more();
+        let page = response.take_kvs();
+        let next = page.last().map(|last| {
+            // The smallest key after the last one read.
+            let mut next = last.key().to_vec();
+            next.push(0);
+            next
+        });
+        kvs.extend(page.into_iter().map(etcd_client::KeyValue::into_key_value));
+        match next {
+            Some(next) if more => from = next,
+            _ => return Ok((kvs, revision)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
+
+    use etcd_client::{CompactionOptions, PutOptions, Txn, TxnOp};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::mpsc;
+    use tokio::task::{JoinHandle, JoinSet};
+
+    use super::*;
+
+    /// How long any one expected record may take to arrive.
+    const WAIT: Duration = Duration::from_secs(10);
+
+    // ----- pure parts ------------------------------------------------------
+
+    #[test]
+    fn prefix_end_increments_the_last_byte_below_0xff() {
+        assert_eq!(prefix_end(b"sms"), b"smt".to_vec());
+        assert_eq!(prefix_end(b"a/"), b"a0".to_vec());
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+
+    #[test]
+    fn empty_prefix_is_every_key() {
+        assert_eq!(
+            KeyRange::for_prefix(""),
+            KeyRange {
+                start: vec![0],
+                end: vec![0],
+            }
+        );
+        assert_eq!(
+            KeyRange::for_prefix("apps/"),
+            KeyRange {
+                start: b"apps/".to_vec(),
+                end: b"apps0".to_vec(),
+            }
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_bounded_jitter() {
+        assert_eq!(backoff_delay(0, 0.0), Duration::from_millis(100));
+        assert_eq!(backoff_delay(1, 0.0), Duration::from_millis(200));
+        assert_eq!(backoff_delay(3, 0.0), Duration::from_millis(800));
+        assert_eq!(backoff_delay(6, 0.0), BACKOFF_MAX);
+        assert_eq!(backoff_delay(u32::MAX, 0.0), BACKOFF_MAX);
+        assert_eq!(backoff_delay(0, 1.0), Duration::from_millis(120));
+        assert_eq!(backoff_delay(0, -1.0), Duration::from_millis(80));
+        assert_eq!(backoff_delay(10, 1.0), Duration::from_secs(6));
+        // Out-of-range jitter is clamped, never a negative or huge delay.
+        assert_eq!(backoff_delay(0, -7.0), Duration::from_millis(80));
+    }
+
+    #[test]
+    fn backoff_grows_and_resets() {
+        let mut backoff = Backoff::default();
+        let delays: Vec<Duration> = (0..10).map(|_| backoff.next_delay()).collect();
+        assert!(delays[0] >= Duration::from_millis(80) && delays[0] <= Duration::from_millis(120));
+        assert!(delays[9] >= Duration::from_secs(4) && delays[9] <= Duration::from_secs(6));
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(120));
+    }
+
+    #[tokio::test]
+    async fn tls_is_refused_up_front() {
+        let mut config = config(vec!["127.0.0.1:1".to_owned()], "");
+        config.tls = Some(crate::config::TlsConfig {
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        });
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut sink = RecordingSink(tx);
+        let result = run(&config, &mut sink, CancellationToken::new()).await;
+        assert!(matches!(result, Err(SyncError::TlsNotSupported)));
+    }
+
+    // ----- against a real etcd ----------------------------------------------
+
+    #[tokio::test]
+    async fn paged_read_then_watch_puts_and_deletes() {
+        let etcd = EtcdServer::start().await;
+        let mut client = etcd.client().await;
+        // 2.5 pages under the prefix, plus keys just outside it.
+        let mut expected = BTreeMap::new();
+        let mut revision = 0;
+        for chunk in (0..2500).collect::<Vec<u32>>().chunks(100) {
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|i| {
+                    let key = format!("p/a.rpc/{i:05}");
+                    let value = format!("10.0.0.1:{}", 1000 + i);
+                    expected.insert(key.clone().into_bytes(), value.clone().into_bytes());
+                    TxnOp::put(key, value, None)
+                })
+                .collect();
+            let response = client.txn(Txn::new().and_then(ops)).await.unwrap();
+            revision = response.header().unwrap().revision();
+        }
+        client.put("p", "outside", None).await.unwrap();
+        client.put("p0", "outside", None).await.unwrap();
+        let revision_after = put(&mut client, "o/x", "outside").await;
+
+        let mut sync = Sync::start(config(vec![etcd.endpoint()], "p/"));
+        assert_eq!(sync.next().await, Record::Connected(true));
+        let Record::Reset {
+            kvs,
+            revision: read_revision,
+            reason,
+        } = sync.next().await
+        else {
+            panic!("expected a reset");
+        };
+        assert_eq!(reason, ResyncReason::Initial);
+        assert_eq!(kvs.len(), 2500);
+        assert_eq!(kvs, expected);
+        // The read happened after the outside puts, at one revision.
+        assert!(read_revision >= revision_after && revision_after > revision);
+
+        let put_revision = put(&mut client, "p/b.rpc/1", "10.0.0.2:80").await;
+        client.put("o/y", "outside", None).await.unwrap();
+        let delete_revision = client
+            .delete("p/a.rpc/00007", None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+        let events = sync.events_until(2).await;
+        assert_eq!(
+            events,
+            vec![
+                KvEvent::Put {
+                    key: b"p/b.rpc/1".to_vec(),
+                    value: b"10.0.0.2:80".to_vec(),
+                    mod_revision: put_revision,
+                },
+                KvEvent::Delete {
+                    key: b"p/a.rpc/00007".to_vec(),
+                    mod_revision: delete_revision,
+                },
+            ]
+        );
+        sync.stop().await;
+    }
+
+    #[tokio::test]
+    async fn lease_expiry_arrives_as_a_delete() {
+        let etcd = EtcdServer::start().await;
+        let mut client = etcd.client().await;
+        client.put("other", "x", None).await.unwrap();
+        let mut sync = Sync::start(config(vec![etcd.endpoint()], ""));
+        assert_eq!(sync.next().await, Record::Connected(true));
+        let Record::Reset { kvs, .. } = sync.next().await else {
+            panic!("expected a reset");
+        };
+        // Prefix "" reads every key.
+        assert_eq!(kvs.keys().collect::<Vec<_>>(), vec![&b"other".to_vec()]);
+
+        let lease = client.lease_grant(1, None).await.unwrap().id();
+        client
+            .put(
+                "sms.rpc/1",
+                "10.0.0.5:8001",
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await
+            .unwrap();
+        let events = sync.events_until(2).await;
+        assert!(matches!(&events[0], KvEvent::Put { key, .. } if key == b"sms.rpc/1"));
+        assert!(matches!(&events[1], KvEvent::Delete { key, .. } if key == b"sms.rpc/1"));
+        sync.stop().await;
+    }
+
+    #[tokio::test]
+    async fn outage_resumes_the_watch_and_compaction_forces_a_reread() {
+        let etcd = EtcdServer::start().await;
+        let mut client = etcd.client().await;
+        let mut proxy = Proxy::start(etcd.addr()).await;
+        put(&mut client, "k1", "1").await;
+        put(&mut client, "k2", "2").await;
+
+        let mut sync = Sync::start(config(vec![proxy.endpoint()], ""));
+        assert_eq!(sync.next().await, Record::Connected(true));
+        assert!(matches!(sync.next().await, Record::Reset { .. }));
+
+        // Outage 1: changes made meanwhile arrive as events, no re-read.
+        proxy.close().await;
+        assert_eq!(sync.next().await, Record::Connected(false));
+        let r3 = put(&mut client, "k3", "3").await;
+        let r4 = client
+            .delete("k1", None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+        proxy.open().await;
+        assert_eq!(sync.next().await, Record::Connected(true));
+        let events = sync.events_until(2).await;
+        assert_eq!(
+            events,
+            vec![
+                KvEvent::Put {
+                    key: b"k3".to_vec(),
+                    value: b"3".to_vec(),
+                    mod_revision: r3,
+                },
+                KvEvent::Delete {
+                    key: b"k1".to_vec(),
+                    mod_revision: r4,
+                },
+            ]
+        );
+
+        // Outage 2: the resume revision is compacted away meanwhile.
+        proxy.close().await;
+        assert_eq!(sync.next().await, Record::Connected(false));
+        put(&mut client, "k4", "4").await;
+        client.delete("k3", None).await.unwrap();
+        let last = put(&mut client, "k2", "two").await;
+        client
+            .compact(last, Some(CompactionOptions::new().with_physical()))
+            .await
+            .unwrap();
+        proxy.open().await;
+        assert_eq!(sync.next().await, Record::Connected(true));
+        let Record::Reset {
+            kvs,
+            revision,
+            reason,
+        } = sync.next().await
+        else {
+            panic!("expected a reset");
+        };
+        assert_eq!(reason, ResyncReason::Compacted);
+        assert_eq!(revision, last);
+        let expected: BTreeMap<Vec<u8>, Vec<u8>> = [
+            (b"k2".to_vec(), b"two".to_vec()),
+            (b"k4".to_vec(), b"4".to_vec()),
+        ]
+        .into();
+        assert_eq!(kvs, expected);
+
+        // And the watch goes on from there.
+        let r5 = put(&mut client, "k5", "5").await;
+        assert_eq!(
+            sync.events_until(1).await,
+            vec![KvEvent::Put {
+                key: b"k5".to_vec(),
+                value: b"5".to_vec(),
+                mod_revision: r5,
+            }]
+        );
+        sync.stop().await;
+    }
+
+    #[tokio::test]
+    async fn etcd_restart_resumes_without_reread() {
+        let mut etcd = EtcdServer::start().await;
+        let mut client = etcd.client().await;
+        put(&mut client, "k1", "1").await;
+        let mut sync = Sync::start(config(vec![etcd.endpoint()], ""));
+        assert_eq!(sync.next().await, Record::Connected(true));
+        assert!(matches!(sync.next().await, Record::Reset { .. }));
+
+        etcd.kill();
+        assert_eq!(sync.next().await, Record::Connected(false));
+        etcd.restart().await;
+        let mut client = etcd.client().await;
+        let r2 = put(&mut client, "k2", "2").await;
+        assert_eq!(sync.next().await, Record::Connected(true));
+        // The very next record is the event: no reset in between.
+        assert_eq!(
+            sync.next().await,
+            Record::Apply {
+                events: vec![KvEvent::Put {
+                    key: b"k2".to_vec(),
+                    value: b"2".to_vec(),
+                    mod_revision: r2,
+                }],
+                revision: r2,
+            }
+        );
+        sync.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_dead_endpoint_among_several_is_survived() {
+        let etcd = EtcdServer::start().await;
+        let mut client = etcd.client().await;
+        put(&mut client, "k1", "1").await;
+        let dead = format!("127.0.0.1:{}", free_port());
+        let mut sync = Sync::start(config(vec![dead, etcd.endpoint()], ""));
+        assert_eq!(sync.next().await, Record::Connected(true));
+        let Record::Reset { kvs, .. } = sync.next().await else {
+            panic!("expected a reset");
+        };
+        assert_eq!(kvs.len(), 1);
+        let r2 = put(&mut client, "k2", "2").await;
+        let events = sync.events_until(1).await;
+        assert_eq!(events[0].mod_revision(), r2);
+        sync.stop().await;
+    }
+
+    // ----- harness -----------------------------------------------------------
+
+    fn config(endpoints: Vec<String>, prefix: &str) -> EtcdConfig {
+        EtcdConfig {
+            endpoints,
+            prefix: prefix.to_owned(),
+            patterns: vec!["*.rpc".to_owned()],
+            username: None,
+            password: None,
+            tls: None,
+            dial_timeout: Duration::from_secs(2),
+        }
+    }
+
+    async fn put(client: &mut Client, key: &str, value: &str) -> i64 {
+        client
+            .put(key, value, None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision()
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .unwrap()
+    }
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum Record {
+        Reset {
+            kvs: BTreeMap<Vec<u8>, Vec<u8>>,
+            revision: i64,
+            reason: ResyncReason,
+        },
+        Apply {
+            events: Vec<KvEvent>,
+            revision: i64,
+        },
+        Connected(bool),
+    }
+
+    struct RecordingSink(mpsc::UnboundedSender<Record>);
+
+    impl SyncSink for RecordingSink {
+        fn reset(&mut self, kvs: Vec<(Vec<u8>, Vec<u8>)>, revision: i64, reason: ResyncReason) {
+            let count = kvs.len();
+            let kvs: BTreeMap<_, _> = kvs.into_iter().collect();
+            assert_eq!(kvs.len(), count, "a key came back twice");
+            let _ = self.0.send(Record::Reset {
+                kvs,
+                revision,
+                reason,
+            });
+        }
+
+        fn apply(&mut self, events: Vec<KvEvent>, revision: i64) {
+            assert!(!events.is_empty(), "empty batches are not applied");
+            let _ = self.0.send(Record::Apply { events, revision });
+        }
+
+        fn set_connected(&mut self, connected: bool) {
+            let _ = self.0.send(Record::Connected(connected));
+        }
+    }
+
+    /// `run` in a task, with its records.
+    struct Sync {
+        records: mpsc::UnboundedReceiver<Record>,
+        shutdown: CancellationToken,
+        task: JoinHandle<Result<(), SyncError>>,
+    }
+
+    impl Sync {
+        fn start(config: EtcdConfig) -> Self {
+            let (tx, records) = mpsc::unbounded_channel();
+            let shutdown = CancellationToken::new();
+            let token = shutdown.clone();
+            let task = tokio::spawn(async move {
+                let mut sink = RecordingSink(tx);
+                run(&config, &mut sink, token).await
+            });
+            Self {
+                records,
+                shutdown,
+                task,
+            }
+        }
+
+        async fn next(&mut self) -> Record {
+            match tokio::time::timeout(WAIT, self.records.recv()).await {
+                Ok(Some(record)) => record,
+                Ok(None) => panic!("sync task ended"),
+                Err(_) => panic!("no record within {WAIT:?}"),
+            }
+        }
+
+        /// Collects the events of `Apply` records until there are `count`
+        /// of them; any other record is a failure.
+        async fn events_until(&mut self, count: usize) -> Vec<KvEvent> {
+            let mut events = Vec::new();
+            while events.len() < count {
+                match self.next().await {
+                    Record::Apply {
+                        events: batch,
+                        revision,
+                    } => {
+                        assert_eq!(batch.last().map(KvEvent::mod_revision), Some(revision));
+                        events.extend(batch);
+                    }
+                    other => panic!("expected events, got {other:?}"),
+                }
+            }
+            events
+        }
+
+        /// Cancels and checks `run` returns `Ok` promptly.
+        async fn stop(self) {
+            self.shutdown.cancel();
+            let result = tokio::time::timeout(Duration::from_secs(5), self.task)
+                .await
+                .expect("run did not stop on shutdown")
+                .expect("run panicked");
+            assert!(result.is_ok());
+        }
+    }
+
+    /// A throwaway single-member etcd on free loopback ports.
+    struct EtcdServer {
+        child: Option<Child>,
+        dir: tempfile::TempDir,
+        client_port: u16,
+        peer_port: u16,
+    }
+
+    impl EtcdServer {
+        async fn start() -> Self {
+            let mut server = EtcdServer {
+                child: None,
+                dir: tempfile::tempdir().unwrap(),
+                client_port: free_port(),
+                peer_port: free_port(),
+            };
+            server.restart().await;
+            server
+        }
+
+        fn endpoint(&self) -> String {
+            format!("127.0.0.1:{}", self.client_port)
+        }
+
+        fn addr(&self) -> SocketAddr {
+            SocketAddr::from(([127, 0, 0, 1], self.client_port))
+        }
+
+        fn log_path(&self) -> PathBuf {
+            self.dir.path().join("etcd.log")
+        }
+
+        /// Starts etcd (again) on the same data dir and ports, and waits
+        /// until it answers.
+        async fn restart(&mut self) {
+            let binary = std::env::var_os("ETCD_BIN").unwrap_or_else(|| "etcd".into());
+            let client_url = format!("http://127.0.0.1:{}", self.client_port);
+            let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.log_path())
+                .unwrap();
+            let child = Command::new(binary)
+                .arg("--name=default")
+                .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
+                .arg(format!("--listen-client-urls={client_url}"))
+                .arg(format!("--advertise-client-urls={client_url}"))
+                .arg(format!("--listen-peer-urls={peer_url}"))
+                .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+                .arg(format!("--initial-cluster=default={peer_url}"))
+                // A one-member cluster elects itself fast with short timers.
+                .arg("--heartbeat-interval=20")
+                .arg("--election-timeout=200")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("cannot start etcd (set ETCD_BIN or put etcd on PATH)");
+            self.child = Some(child);
+            let deadline = Instant::now() + WAIT;
+            loop {
+                if let Ok(Ok(mut client)) = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    Client::connect([self.endpoint()], None),
+                )
+                .await
+                    && let Ok(Ok(_)) =
+                        tokio::time::timeout(Duration::from_secs(1), client.get("probe", None))
+                            .await
+                {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "etcd did not come up: {}", self.log());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+
+        async fn client(&self) -> Client {
+            Client::connect([self.endpoint()], None).await.unwrap()
+        }
+
+        fn kill(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+
+        fn log(&self) -> String {
+            std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        }
+    }
+
+    impl Drop for EtcdServer {
+        fn drop(&mut self) {
+            self.kill();
+            if std::thread::panicking() {
+                eprintln!("--- etcd log ---\n{}", self.log());
+            }
+        }
+    }
+
+    /// A TCP proxy in front of etcd that can drop every connection and stop
+    /// listening, then listen again on the same port: an outage that leaves
+    /// etcd itself up, so the test can change and compact it meanwhile.
+    struct Proxy {
+        port: u16,
+        upstream: SocketAddr,
+        task: Option<JoinHandle<()>>,
+    }
+
+    impl Proxy {
+        async fn start(upstream: SocketAddr) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            Proxy {
+                port,
+                upstream,
+                task: Some(tokio::spawn(proxy_loop(listener, upstream))),
+            }
+        }
+
+        fn endpoint(&self) -> String {
+            format!("127.0.0.1:{}", self.port)
+        }
+
+        /// Stops listening and drops every connection (aborting the task
+        /// drops the listener and the JoinSet, which aborts the copies).
+        async fn close(&mut self) {
+            if let Some(task) = self.task.take() {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+
+        async fn open(&mut self) {
+            let deadline = Instant::now() + WAIT;
+            let listener = loop {
+                match TcpListener::bind(("127.0.0.1", self.port)).await {
+                    Ok(listener) => break listener,
+                    Err(error) => {
+                        assert!(Instant::now() < deadline, "cannot re-bind proxy: {error}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            };
+            self.task = Some(tokio::spawn(proxy_loop(listener, self.upstream)));
+        }
+    }
+
+    async fn proxy_loop(listener: TcpListener, upstream: SocketAddr) {
+        let mut connections = JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            while connections.try_join_next().is_some() {}
+            connections.spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! rpcdns: mirrors go-zero service registrations from etcd into an
+//! authoritative DNS zone, so that programs without an etcd client can find
+//! `sms.rpc.svc.local` through plain DNS.
+//!
+//! ```text
+//!  etcd ──(paged get @R, watch from R+1)──▶ etcd.rs
+//!                                             │ SyncEvent batches
+//!                                             ▼
+//!                     registration.rs ◀── watcher.rs ──▶ status.rs (ready, connected, skipped keys)
+//!                 (key/value → Registration)  │ upsert / remove one service
+//!                                             ▼
+//!                                          zone.rs  ZoneWriter ──publish──▶ ZoneStore (ArcSwap<ZoneSnapshot>)
+//!                                                                              │ load() per query, never blocks
+//!  client ──UDP/TCP──▶ hickory Server ──▶ dns.rs (RequestHandler) ─────────────┘
+//!                                             │
+//!                                             ▼ response bytes
+//!  operator ──HTTP──▶ admin.rs (/healthz, /readyz, /debug/zone)
+//! ```
+//!
+//! Modules, in data-flow order:
+//! - [`config`]: command line and YAML → validated [`config::Config`].
+//! - [`registration`]: go-zero key/value → typed [`registration::Registration`]; pure.
+//! - [`etcd`]: initial paged read, watch, reconnect and resume; no DNS types.
+//! - [`watcher`]: applies etcd events to the zone and the sync status.
+//! - [`zone`]: immutable snapshots and their lookups; no I/O.
+//! - [`dns`]: hickory `RequestHandler` answering from the current snapshot.
+//! - [`admin`]: the operator's HTTP endpoints.
+//! - [`status`]: readiness latch, etcd connection flag, skipped keys.
+//! - [`app`]: binds the listeners and runs everything until shutdown.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod dns;
+pub mod etcd;
+pub mod registration;
+pub mod status;
+pub mod watcher;
+pub mod zone;

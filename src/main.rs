@@ -1,0 +1,2 @@
+//! rpcdns binary: parse the command line, load the config, run.
+fn main() {}

@@ -1,0 +1,1012 @@
+//! Turns one go-zero etcd key/value pair into a typed `Registration`; pure, no I/O.
+//!
+//! go-zero registers each running instance as `<service key>/<instance id>`
+//! → `<host>:<port>` (SPEC §1). This module decides, for one pair, whether it
+//! is someone else's key ([`Classified::Ignored`]), one of ours that cannot be
+//! served ([`Classified::Skipped`] with a [`SkipReason`] that doubles as the
+//! `reason` label of `rpcdns_skipped_keys_total`), or a usable
+//! [`Registration`]. It also names instances in the zone
+//! ([`natural_label`], [`hashed_label`]).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use sha2::{Digest, Sha256};
+
+// ===== Limits ===============================================================
+
+/// Longest value accepted, in octets (SPEC §5). A `host:port` with a maximal
+/// host name is 253 + 1 + 5 octets; anything far beyond is not a go-zero
+/// address and must not cost us memory.
+pub const MAX_VALUE_LEN: usize = 512;
+
+/// Longest `<service key>.<zone>`, in octets, so that every name made from it
+/// (`_grpc._tcp.` prefix, a 16-hex-digit hashed instance label) fits in 253
+/// (SPEC §3).
+pub const MAX_SERVICE_NAME_LEN: usize = 236;
+
+/// Longest name in presentation form without the trailing dot. RFC 1035
+/// §2.3.4 limits a name to 255 octets on the wire, which is 253 characters in
+/// presentation form once the root label and the first length octet are
+/// accounted for.
+pub const MAX_NAME_LEN: usize = 253;
+
+/// RFC 1035 §2.3.4: "labels 63 octets or less".
+pub const MAX_LABEL_LEN: usize = 63;
+
+/// Hex digits of the SHA-256 used as a hashed instance label (SPEC §3).
+pub const HASHED_LABEL_LEN: usize = 16;
+
+// ===== Types ================================================================
+
+/// Where one instance listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// An IP address (IPv4, or IPv6 from `[..]:port`), never unspecified.
+    Ip { addr: IpAddr, port: u16 },
+    /// A host name, lower-cased, without trailing dot, a valid DNS name.
+    Host { name: String, port: u16 },
+}
+
+impl Endpoint {
+    /// The port, whatever the kind of address.
+    pub fn port(&self) -> u16 {
+        match self {
+            Endpoint::Ip { port, .. } | Endpoint::Host { port, .. } => *port,
+        }
+    }
+}
+
+/// One usable go-zero registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// Service key, lower-cased and validated (e.g. `sms.rpc`).
+    pub service: String,
+    /// Instance id as it appears in the key (not lower-cased).
+    pub instance_id: String,
+    pub endpoint: Endpoint,
+}
+
+/// Why a matching key cannot be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// The key has no `/`, or nothing after it.
+    NoInstanceId,
+    /// The service key cannot become DNS labels under the zone.
+    InvalidServiceKey,
+    /// The instance id or the value is not UTF-8.
+    NotUtf8,
+    /// The value is longer than [`MAX_VALUE_LEN`].
+    ValueTooLong,
+    /// The value has no `:port`, or an empty one.
+    NoPort,
+    /// The port is not a decimal number in 1..=65535.
+    BadPort,
+    /// The value has a port but no host (`:8001`, `[]:8001`).
+    EmptyHost,
+    /// The address is `0.0.0.0` or `::`, which reaches nobody.
+    UnspecifiedAddress,
+    /// The host is neither an IP address nor a valid host name.
+    InvalidHost,
+}
+
+impl SkipReason {
+    /// Every reason, e.g. to pre-register the metric's label values.
+    pub const ALL: [SkipReason; 9] = [
+        SkipReason::NoInstanceId,
+        SkipReason::InvalidServiceKey,
+        SkipReason::NotUtf8,
+        SkipReason::ValueTooLong,
+        SkipReason::NoPort,
+        SkipReason::BadPort,
+        SkipReason::EmptyHost,
+        SkipReason::UnspecifiedAddress,
+        SkipReason::InvalidHost,
+    ];
+
+    /// The `reason` label of `rpcdns_skipped_keys_total`, also shown in
+    /// `/debug/zone`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NoInstanceId => "no_instance_id",
+            SkipReason::InvalidServiceKey => "invalid_service_key",
+            SkipReason::NotUtf8 => "not_utf8",
+            SkipReason::ValueTooLong => "value_too_long",
+            SkipReason::NoPort => "no_port",
+            SkipReason::BadPort => "bad_port",
+            SkipReason::EmptyHost => "empty_host",
+            SkipReason::UnspecifiedAddress => "unspecified_address",
+            SkipReason::InvalidHost => "invalid_host",
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sentence = match self {
+            SkipReason::NoInstanceId => "the key has no instance id after the first '/'",
+            SkipReason::InvalidServiceKey => {
+                "the service key is not a valid host name under the zone \
+                 (empty label, label over 63 octets, name over 236 octets, \
+                 or a character other than letters, digits, '-' and '_')"
+            }
+            SkipReason::NotUtf8 => "the instance id or the value is not valid UTF-8",
+            SkipReason::ValueTooLong => "the value is longer than 512 octets",
+            SkipReason::NoPort => "the value has no port (expected host:port)",
+            SkipReason::BadPort => "the port is not a decimal number in 1..=65535",
+            SkipReason::EmptyHost => "the value has an empty host",
+            SkipReason::UnspecifiedAddress => {
+                "the address is unspecified (0.0.0.0 or ::) and reaches nobody"
+            }
+            SkipReason::InvalidHost => {
+                "the host is neither an IPv4 address, a bracketed IPv6 address \
+                 nor a valid host name"
+            }
+        };
+        f.write_str(sentence)
+    }
+}
+
+/// What a key/value pair is to rpcdns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Classified {
+    /// The service key matches no pattern: another program's key.
+    Ignored,
+    /// One of ours, but it cannot be served.
+    Skipped(SkipReason),
+    Registration(Registration),
+}
+
+/// What a key alone is to rpcdns: enough to withdraw an instance on a
+/// delete, whose event carries no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClassifiedKey {
+    /// The service key matches no pattern: another program's key.
+    Ignored,
+    /// One of ours, but the key itself cannot be served.
+    Skipped(SkipReason),
+    /// A servable key: lower-cased service key and the instance id as is.
+    Instance {
+        service: String,
+        instance_id: String,
+    },
+}
+
+// ===== Patterns =============================================================
+
+/// The configured service-key globs (SPEC §2): `*` matches any run of
+/// characters, dots included; everything else is literal; the whole service
+/// key must match; ASCII letters match case-insensitively.
+#[derive(Debug, Clone)]
+pub struct Patterns {
+    /// Globs, ASCII-lower-cased once so that matching only lower-cases the key.
+    globs: Vec<Vec<u8>>,
+}
+
+impl Patterns {
+    /// Compiles the globs. An empty list, or an empty glob (which could only
+    /// match an empty service key), is a configuration error.
+    pub fn new<S: AsRef<str>>(globs: &[S]) -> Result<Self, String> {
+        if globs.is_empty() {
+            return Err("expected at least one service key pattern".to_owned());
+        }
+        let mut compiled = Vec::with_capacity(globs.len());
+        for (i, glob) in globs.iter().enumerate() {
+            let glob = glob.as_ref();
+            if glob.is_empty() {
+                return Err(format!("pattern {}: expected a non-empty glob", i + 1));
+            }
+            compiled.push(glob.as_bytes().to_ascii_lowercase());
+        }
+        Ok(Patterns { globs: compiled })
+    }
+
+    /// Whether the whole service key matches at least one glob.
+    pub fn matches(&self, service_key: &str) -> bool {
+        let key = service_key.as_bytes().to_ascii_lowercase();
+        self.globs.iter().any(|glob| glob_matches(glob, &key))
+    }
+}
+
+/// Matches `text` against `glob`, both already lower-cased, with the classic
+/// greedy algorithm that backtracks only to the last `*`: O(n·m) in the worst
+/// case, never exponential. Works on bytes; since `*` is ASCII and both sides
+/// are UTF-8, a literal can only match on character boundaries.
+fn glob_matches(glob: &[u8], text: &[u8]) -> bool {
+    let (mut g, mut t) = (0, 0);
+    // Position of the last `*` seen in the glob, and the text position it
+    // currently stands for the end of.
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if g < glob.len() && glob[g] == b'*' {
+            star = Some((g, t));
+            g += 1;
+        } else if g < glob.len() && glob[g] == text[t] {
+            g += 1;
+            t += 1;
+        } else if let Some((sg, st)) = star {
+            // Let the last `*` swallow one more character and retry.
+            g = sg + 1;
+            t = st + 1;
+            star = Some((sg, st + 1));
+        } else {
+            return false;
+        }
+    }
+    // Text consumed: only stars may remain in the glob.
+    glob[g..].iter().all(|&c| c == b'*')
+}
+
+// ===== Classification =======================================================
+
+/// Classifies one etcd key/value pair. `zone` is the apex in presentation
+/// form, lower-case, without the trailing dot (e.g. `svc.local`).
+pub fn classify(key: &[u8], value: &[u8], patterns: &Patterns, zone: &str) -> Classified {
+    let (service, instance_id) = match classify_key(key, patterns, zone) {
+        ClassifiedKey::Ignored => return Classified::Ignored,
+        ClassifiedKey::Skipped(reason) => return Classified::Skipped(reason),
+        ClassifiedKey::Instance {
+            service,
+            instance_id,
+        } => (service, instance_id),
+    };
+    match parse_endpoint(value) {
+        Ok(endpoint) => Classified::Registration(Registration {
+            service,
+            instance_id,
+            endpoint,
+        }),
+        Err(reason) => Classified::Skipped(reason),
+    }
+}
+
+/// Classifies a key without its value: the part of [`classify`] a delete
+/// event needs. A key that is [`ClassifiedKey::Instance`] here is a
+/// [`Classified::Registration`] or a value-related skip in [`classify`].
+pub fn classify_key(key: &[u8], patterns: &Patterns, zone: &str) -> ClassifiedKey {
+    // SPEC §2: "A key is split at its first `/`".
+    let (service_bytes, instance_bytes) = match key.iter().position(|&b| b == b'/') {
+        Some(slash) => (&key[..slash], &key[slash + 1..]),
+        None => (key, &[][..]),
+    };
+    // Other programs share the cluster: a service key that is not even UTF-8
+    // cannot match a pattern and is not ours.
+    let Ok(service_key) = std::str::from_utf8(service_bytes) else {
+        return ClassifiedKey::Ignored;
+    };
+    if !patterns.matches(service_key) {
+        return ClassifiedKey::Ignored;
+    }
+    if instance_bytes.is_empty() {
+        return ClassifiedKey::Skipped(SkipReason::NoInstanceId);
+    }
+    if !is_valid_service_key(service_key, zone) {
+        return ClassifiedKey::Skipped(SkipReason::InvalidServiceKey);
+    }
+    let Ok(instance_id) = std::str::from_utf8(instance_bytes) else {
+        return ClassifiedKey::Skipped(SkipReason::NotUtf8);
+    };
+    ClassifiedKey::Instance {
+        service: service_key.to_ascii_lowercase(),
+        instance_id: instance_id.to_owned(),
+    }
+}
+
+/// SPEC §3: the service key becomes DNS labels as it is; it must be a host
+/// name whose `<service key>.<zone>` leaves room for every derived name.
+fn is_valid_service_key(service_key: &str, zone: &str) -> bool {
+    service_key.len() + 1 + zone.len() <= MAX_SERVICE_NAME_LEN
+        && service_key.split('.').all(|label| {
+            (1..=MAX_LABEL_LEN).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Parses a go-zero value: `a.b.c.d:port`, `[v6]:port` or `host:port`.
+/// Strict on purpose: whatever go-zero writes parses, and anything else is
+/// skipped rather than guessed at (SPEC §5).
+fn parse_endpoint(value: &[u8]) -> Result<Endpoint, SkipReason> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(SkipReason::ValueTooLong);
+    }
+    let value = std::str::from_utf8(value).map_err(|_| SkipReason::NotUtf8)?;
+    // No trimming: go-zero never writes whitespace, so a value that has some
+    // was written by hand or by something else, and is rejected as a whole.
+    if value
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(SkipReason::InvalidHost);
+    }
+
+    let (host, port, bracketed) = split_host_port(value)?;
+    let port = parse_port(port)?;
+    if host.is_empty() {
+        return Err(SkipReason::EmptyHost);
+    }
+
+    if bracketed {
+        // Only IPv6 goes inside brackets; a zone id (`%eth0`) names an
+        // interface of the registering host, meaningless to our clients, and
+        // Rust's parser rejects it.
+        let addr: Ipv6Addr = host.parse().map_err(|_| SkipReason::InvalidHost)?;
+        let unspecified =
+            addr.is_unspecified() || addr.to_ipv4_mapped().is_some_and(|v4| v4.is_unspecified());
+        if unspecified {
+            return Err(SkipReason::UnspecifiedAddress);
+        }
+        // An IPv4-mapped address stays IPv6: it is what the service wrote.
+        return Ok(Endpoint::Ip {
+            addr: IpAddr::V6(addr),
+            port,
+        });
+    }
+
+    // Rust's IPv4 parser is strict (exactly four decimal octets, no leading
+    // zeros), so `010.0.0.1` is not silently read as octal or as 10.0.0.1.
+    if let Ok(addr) = host.parse::<Ipv4Addr>() {
+        if addr.is_unspecified() {
+            return Err(SkipReason::UnspecifiedAddress);
+        }
+        return Ok(Endpoint::Ip {
+            addr: IpAddr::V4(addr),
+            port,
+        });
+    }
+    // An unbracketed IPv6 address (`fd00::5:8001`) is ambiguous about where
+    // the port starts; the host-name check below rejects its colons.
+    let name = parse_host_name(host).ok_or(SkipReason::InvalidHost)?;
+    Ok(Endpoint::Host { name, port })
+}
+
+/// Splits `host:port` or `[host]:port`. Returns the host (without brackets),
+/// the port text (`None` when there is no `:`), and whether it was bracketed.
+fn split_host_port(value: &str) -> Result<(&str, Option<&str>, bool), SkipReason> {
+    if let Some(rest) = value.strip_prefix('[') {
+        let Some(close) = rest.find(']') else {
+            return Err(SkipReason::InvalidHost);
+        };
+        let host = &rest[..close];
+        let after = &rest[close + 1..];
+        if after.is_empty() {
+            return Ok((host, None, true));
+        }
+        let Some(port) = after.strip_prefix(':') else {
+            return Err(SkipReason::InvalidHost);
+        };
+        return Ok((host, Some(port), true));
+    }
+    match value.rfind(':') {
+        Some(colon) => Ok((&value[..colon], Some(&value[colon + 1..]), false)),
+        None => Ok((value, None, false)),
+    }
+}
+
+/// A port is 1..=65535 in decimal digits only (no sign, no service name).
+fn parse_port(port: Option<&str>) -> Result<u16, SkipReason> {
+    let port = match port {
+        None | Some("") => return Err(SkipReason::NoPort),
+        Some(port) => port,
+    };
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SkipReason::BadPort);
+    }
+    // Digits only, so the only possible parse error is overflow: out of range.
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(SkipReason::BadPort),
+        Ok(port) => Ok(port),
+    }
+}
+
+/// Validates and normalises a host name: lower-cased, one trailing dot
+/// stripped, labels of 1..=63 of `[a-z0-9-_]`, at most 253 octets.
+fn parse_host_name(host: &str) -> Option<String> {
+    let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return None;
+    }
+    let labels_ok = name.split('.').all(|label| {
+        (1..=MAX_LABEL_LEN).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    });
+    // Digits and dots that are not an IPv4 address (`010.0.0.1`, `1.2.3`)
+    // are a mistyped address, not a host name worth resolving.
+    let looks_numeric = name.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    (labels_ok && !looks_numeric).then_some(name)
+}
+
+// ===== Instance labels ======================================================
+
+/// The instance label made from the id itself (SPEC §3): the id lower-cased
+/// when it is a label of 1..=63 `[a-z0-9-]` and `<label>.<service>.<zone>`
+/// fits in 253 octets; `None` otherwise (use [`hashed_label`]). `zone` is
+/// without the trailing dot.
+pub fn natural_label(instance_id: &str, service: &str, zone: &str) -> Option<String> {
+    let label = instance_id.to_ascii_lowercase();
+    let label_ok = (1..=MAX_LABEL_LEN).contains(&label.len())
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let fits = label.len() + 1 + service.len() + 1 + zone.len() <= MAX_NAME_LEN;
+    (label_ok && fits).then_some(label)
+}
+
+/// The fallback instance label (SPEC §3): the first 16 lower-case hex digits
+/// of the SHA-256 of the whole key's bytes, stable across restarts.
+pub fn hashed_label(key: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(key);
+    let mut label = String::with_capacity(HASHED_LABEL_LEN);
+    for &byte in &digest[..HASHED_LABEL_LEN / 2] {
+        label.push(char::from(HEX[usize::from(byte >> 4)]));
+        label.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    label
+}
+
+// ===== Tests ================================================================
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ZONE: &str = "svc.local";
+
+    fn rpc() -> Patterns {
+        Patterns::new(&["*.rpc"]).unwrap()
+    }
+
+    fn reg(key: &str, value: &str) -> Registration {
+        match classify(key.as_bytes(), value.as_bytes(), &rpc(), ZONE) {
+            Classified::Registration(r) => r,
+            other => panic!("{key} → {value}: expected a registration, got {other:?}"),
+        }
+    }
+
+    fn skip(key: &[u8], value: &[u8]) -> SkipReason {
+        match classify(key, value, &rpc(), ZONE) {
+            Classified::Skipped(reason) => reason,
+            other => panic!("{key:?} → {value:?}: expected a skip, got {other:?}"),
+        }
+    }
+
+    fn value_skip(value: &str) -> SkipReason {
+        skip(b"sms.rpc/1", value.as_bytes())
+    }
+
+    fn endpoint(value: &str) -> Endpoint {
+        reg("sms.rpc/1", value).endpoint
+    }
+
+    fn ip(addr: &str, port: u16) -> Endpoint {
+        Endpoint::Ip {
+            addr: addr.parse().unwrap(),
+            port,
+        }
+    }
+
+    fn host(name: &str, port: u16) -> Endpoint {
+        Endpoint::Host {
+            name: name.to_owned(),
+            port,
+        }
+    }
+
+    /// A valid `….rpc` service key of exactly `n` octets (n ≥ 5), in labels
+    /// of at most 62 octets.
+    fn service_of_len(n: usize) -> String {
+        let mut s = String::new();
+        let mut remaining = n - 4;
+        while remaining > 63 {
+            s.push_str(&"b".repeat(62));
+            s.push('.');
+            remaining -= 63;
+        }
+        s.push_str(&"b".repeat(remaining));
+        s.push_str(".rpc");
+        assert_eq!(s.len(), n);
+        s
+    }
+
+    // ----- go-zero registrations --------------------------------------------
+
+    #[test]
+    fn go_zero_registration() {
+        let r = reg("sms.rpc/7587869364815473158", "10.0.0.5:8001");
+        assert_eq!(
+            r,
+            Registration {
+                service: "sms.rpc".to_owned(),
+                instance_id: "7587869364815473158".to_owned(),
+                endpoint: ip("10.0.0.5", 8001),
+            }
+        );
+        assert_eq!(r.endpoint.port(), 8001);
+    }
+
+    #[test]
+    fn multi_label_service_key() {
+        let r = reg("mall.user.rpc/42", "10.0.0.6:9000");
+        assert_eq!(r.service, "mall.user.rpc");
+        assert_eq!(r.instance_id, "42");
+    }
+
+    #[test]
+    fn service_key_is_lower_cased_instance_id_is_not() {
+        let r = reg("SMS.rpc/Pod-A", "10.0.0.5:8001");
+        assert_eq!(r.service, "sms.rpc");
+        assert_eq!(r.instance_id, "Pod-A");
+    }
+
+    #[test]
+    fn instance_id_keeps_further_slashes() {
+        let r = reg("sms.rpc/a/b/c", "10.0.0.5:8001");
+        assert_eq!(r.service, "sms.rpc");
+        assert_eq!(r.instance_id, "a/b/c");
+    }
+
+    #[test]
+    fn keys_not_matching_are_ignored() {
+        let p = rpc();
+        for key in [
+            &b"config/app"[..],
+            b"rpc/1",
+            b"sms.rpcx/1",
+            b"sms.api/1",
+            b"",
+            b"/1",
+            b"\xff.rpc/1",
+        ] {
+            assert_eq!(
+                classify(key, b"10.0.0.5:8001", &p, ZONE),
+                Classified::Ignored
+            );
+            assert_eq!(classify_key(key, &p, ZONE), ClassifiedKey::Ignored);
+        }
+    }
+
+    #[test]
+    fn classify_key_for_deletes() {
+        assert_eq!(
+            classify_key(b"SMS.rpc/Pod-A", &rpc(), ZONE),
+            ClassifiedKey::Instance {
+                service: "sms.rpc".to_owned(),
+                instance_id: "Pod-A".to_owned(),
+            }
+        );
+        assert_eq!(
+            classify_key(b"sms.rpc/", &rpc(), ZONE),
+            ClassifiedKey::Skipped(SkipReason::NoInstanceId)
+        );
+    }
+
+    // ----- key skips ----------------------------------------------------------
+
+    #[test]
+    fn no_instance_id() {
+        assert_eq!(skip(b"sms.rpc", b"10.0.0.5:8001"), SkipReason::NoInstanceId);
+        assert_eq!(
+            skip(b"sms.rpc/", b"10.0.0.5:8001"),
+            SkipReason::NoInstanceId
+        );
+        // Checked before the service key's own validity.
+        assert_eq!(skip(b"a..rpc/", b"10.0.0.5:8001"), SkipReason::NoInstanceId);
+    }
+
+    #[test]
+    fn invalid_service_keys() {
+        let star = Patterns::new(&["*"]).unwrap();
+        for key in [
+            "/1",
+            ".rpc/1",
+            "a..rpc/1",
+            "sms.rpc./1",
+            "sms rpc/1",
+            "sms+x.rpc/1",
+            "smé.rpc/1",
+            "sms.rpc:1/1",
+        ] {
+            assert_eq!(
+                classify(key.as_bytes(), b"10.0.0.5:8001", &star, ZONE),
+                Classified::Skipped(SkipReason::InvalidServiceKey),
+                "{key}"
+            );
+        }
+        // Letters, digits, `-` and `_` are fine.
+        let r = match classify(b"My_Svc-2.rpc/1", b"10.0.0.5:8001", &star, ZONE) {
+            Classified::Registration(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(r.service, "my_svc-2.rpc");
+    }
+
+    #[test]
+    fn service_key_label_length_limit() {
+        let ok = format!("{}.rpc/1", "a".repeat(63));
+        let long = format!("{}.rpc/1", "a".repeat(64));
+        assert_eq!(reg(&ok, "10.0.0.5:8001").service.len(), 67);
+        assert_eq!(
+            skip(long.as_bytes(), b"10.0.0.5:8001"),
+            SkipReason::InvalidServiceKey
+        );
+    }
+
+    #[test]
+    fn service_name_236_octet_limit() {
+        // "<service>.svc.local" may be exactly 236 octets, not one more.
+        let max = service_of_len(MAX_SERVICE_NAME_LEN - 1 - ZONE.len());
+        assert_eq!(max.len() + 1 + ZONE.len(), 236);
+        assert_eq!(reg(&format!("{max}/1"), "10.0.0.5:8001").service, max);
+        let over = format!("b{max}/1");
+        assert_eq!(
+            skip(over.as_bytes(), b"10.0.0.5:8001"),
+            SkipReason::InvalidServiceKey
+        );
+    }
+
+    #[test]
+    fn instance_id_not_utf8() {
+        assert_eq!(
+            skip(b"sms.rpc/\xff\xfe", b"10.0.0.5:8001"),
+            SkipReason::NotUtf8
+        );
+    }
+
+    // ----- values -------------------------------------------------------------
+
+    #[test]
+    fn ipv4_values() {
+        assert_eq!(endpoint("10.0.0.5:8001"), ip("10.0.0.5", 8001));
+        assert_eq!(endpoint("127.0.0.1:1"), ip("127.0.0.1", 1));
+        assert_eq!(endpoint("192.168.1.1:65535"), ip("192.168.1.1", 65535));
+        assert_eq!(endpoint("10.0.0.5:08001"), ip("10.0.0.5", 8001));
+    }
+
+    #[test]
+    fn ipv6_values() {
+        assert_eq!(endpoint("[fd00::5]:8001"), ip("fd00::5", 8001));
+        assert_eq!(endpoint("[::1]:8001"), ip("::1", 8001));
+        assert_eq!(endpoint("[FD00::A]:8001"), ip("fd00::a", 8001));
+    }
+
+    #[test]
+    fn ipv6_canonical_equality() {
+        assert_eq!(endpoint("[fd00::5]:8001"), endpoint("[fd00:0::5]:8001"));
+        assert_eq!(
+            endpoint("[fd00:0:0:0:0:0:0:5]:8001"),
+            endpoint("[fd00::5]:8001")
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_stays_ipv6() {
+        let e = endpoint("[::ffff:10.0.0.5]:8001");
+        assert!(
+            matches!(
+                e,
+                Endpoint::Ip {
+                    addr: IpAddr::V6(_),
+                    port: 8001
+                }
+            ),
+            "{e:?}"
+        );
+        assert_ne!(e, ip("10.0.0.5", 8001));
+    }
+
+    #[test]
+    fn host_name_values() {
+        assert_eq!(endpoint("sms-0.sms:8001"), host("sms-0.sms", 8001));
+        assert_eq!(endpoint("SMS-0.Sms.:8001"), host("sms-0.sms", 8001));
+        assert_eq!(endpoint("localhost:8001"), host("localhost", 8001));
+        assert_eq!(endpoint("_svc.a1:8001"), host("_svc.a1", 8001));
+        // Digits with a letter are a name, not a mistyped address.
+        assert_eq!(endpoint("10.0.0.5a:8001"), host("10.0.0.5a", 8001));
+    }
+
+    #[test]
+    fn host_name_length_limits() {
+        let label63 = "a".repeat(63);
+        assert_eq!(endpoint(&format!("{label63}:1")), host(&label63, 1));
+        assert_eq!(
+            value_skip(&format!("{label63}a:1")),
+            SkipReason::InvalidHost
+        );
+
+        // 63*3 + 61 + 3 dots = 253 octets: the longest name.
+        let max = format!("{label63}.{label63}.{label63}.{}", "b".repeat(61));
+        assert_eq!(max.len(), 253);
+        assert_eq!(endpoint(&format!("{max}:1")), host(&max, 1));
+        assert_eq!(endpoint(&format!("{max}.:1")), host(&max, 1));
+        let over = format!("{label63}.{label63}.{label63}.{}", "b".repeat(62));
+        assert_eq!(value_skip(&format!("{over}:1")), SkipReason::InvalidHost);
+    }
+
+    #[test]
+    fn value_too_long() {
+        let at_limit = format!("{}:1", "a".repeat(MAX_VALUE_LEN - 2));
+        // At the limit it is judged on its content (a 510-octet label).
+        assert_eq!(value_skip(&at_limit), SkipReason::InvalidHost);
+        let over = format!("{}:1", "a".repeat(MAX_VALUE_LEN - 1));
+        assert_eq!(value_skip(&over), SkipReason::ValueTooLong);
+        // Length is checked before UTF-8.
+        assert_eq!(skip(b"sms.rpc/1", &[0xff; 513]), SkipReason::ValueTooLong);
+    }
+
+    #[test]
+    fn value_not_utf8() {
+        assert_eq!(skip(b"sms.rpc/1", b"10.0.0.5:80\xff"), SkipReason::NotUtf8);
+    }
+
+    #[test]
+    fn no_port() {
+        for v in [
+            "10.0.0.5",
+            "10.0.0.5:",
+            "[fd00::5]",
+            "[fd00::5]:",
+            "sms-0.sms",
+            "",
+            ":",
+        ] {
+            assert_eq!(value_skip(v), SkipReason::NoPort, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn bad_port() {
+        for v in [
+            "10.0.0.5:0",
+            "10.0.0.5:65536",
+            "10.0.0.5:99999999999999999999",
+            "10.0.0.5:+80",
+            "10.0.0.5:-1",
+            "10.0.0.5:http",
+            "10.0.0.5:80a",
+            "[fd00::5]:0",
+            "sms-0.sms:0x50",
+        ] {
+            assert_eq!(value_skip(v), SkipReason::BadPort, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn empty_host() {
+        assert_eq!(value_skip(":8001"), SkipReason::EmptyHost);
+        assert_eq!(value_skip("[]:8001"), SkipReason::EmptyHost);
+    }
+
+    #[test]
+    fn unspecified_address() {
+        for v in [
+            "0.0.0.0:8001",
+            "[::]:8001",
+            "[0:0::0]:8001",
+            "[::ffff:0.0.0.0]:8001",
+        ] {
+            assert_eq!(value_skip(v), SkipReason::UnspecifiedAddress, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_hosts() {
+        for v in [
+            // IPv6 needs brackets.
+            "fd00::5:8001",
+            "::1:8001",
+            // Zone ids name an interface of the registering host.
+            "[fe80::1%eth0]:8001",
+            // Only IPv6 goes in brackets.
+            "[10.0.0.5]:8001",
+            "[sms-0.sms]:8001",
+            "[fd00::5:8001",
+            "[fd00::5]8001",
+            "[fd00::5]x:8001",
+            // Mistyped IPv4 addresses.
+            "010.0.0.1:8001",
+            "1.2.3:8001",
+            "1.2.3.4.5:8001",
+            "256.0.0.1:8001",
+            "1.2.3.:8001",
+            // Bad host names.
+            "a..b:8001",
+            ".a:8001",
+            "a..:8001",
+            ".:8001",
+            "sms 0:8001",
+            "smé:8001",
+            "sms*:8001",
+            "sms/0:8001",
+            // Whitespace is not trimmed.
+            " 10.0.0.5:8001",
+            "10.0.0.5:8001 ",
+            "10.0.0.5:8001\n",
+            "\t10.0.0.5:8001",
+        ] {
+            assert_eq!(value_skip(v), SkipReason::InvalidHost, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn key_checks_come_before_value_checks() {
+        assert_eq!(skip(b"sms.rpc", b"garbage"), SkipReason::NoInstanceId);
+        assert_eq!(skip(b"a..rpc/1", b"garbage"), SkipReason::InvalidServiceKey);
+        assert_eq!(skip(b"sms.rpc/\xff", b"garbage"), SkipReason::NotUtf8);
+    }
+
+    // ----- skip reasons -------------------------------------------------------
+
+    #[test]
+    fn skip_reason_labels() {
+        let labels: Vec<&str> = SkipReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "no_instance_id",
+                "invalid_service_key",
+                "not_utf8",
+                "value_too_long",
+                "no_port",
+                "bad_port",
+                "empty_host",
+                "unspecified_address",
+                "invalid_host",
+            ]
+        );
+        for reason in SkipReason::ALL {
+            let sentence = reason.to_string();
+            assert!(sentence.len() > 10, "{reason:?}: {sentence}");
+            assert_ne!(sentence, reason.as_str());
+        }
+    }
+
+    // ----- patterns -----------------------------------------------------------
+
+    #[test]
+    fn patterns_reject_empty_config() {
+        assert!(Patterns::new::<&str>(&[]).is_err());
+        assert!(Patterns::new(&[""]).is_err());
+        let err = Patterns::new(&["*.rpc", ""]).unwrap_err();
+        assert!(err.contains("pattern 2"), "{err}");
+    }
+
+    #[test]
+    fn star_rpc() {
+        let p = rpc();
+        assert!(p.matches("sms.rpc"));
+        assert!(p.matches("mall.user.rpc"));
+        assert!(p.matches(".rpc"), "* may match the empty run");
+        assert!(!p.matches("rpc"), "the dot is literal");
+        assert!(!p.matches("sms.rpcx"), "the whole key must match");
+        assert!(!p.matches("sms.rpc.x"));
+        assert!(!p.matches("smsxrpc"));
+        assert!(!p.matches(""));
+    }
+
+    #[test]
+    fn patterns_are_case_insensitive() {
+        assert!(rpc().matches("SMS.RPC"));
+        let upper = Patterns::new(&["*.RPC"]).unwrap();
+        assert!(upper.matches("sms.rpc"));
+        assert!(upper.matches("Sms.Rpc"));
+    }
+
+    #[test]
+    fn literal_patterns_match_whole_key() {
+        let p = Patterns::new(&["sms.rpc"]).unwrap();
+        assert!(p.matches("sms.rpc"));
+        assert!(p.matches("SMS.rpc"));
+        assert!(!p.matches("xsms.rpc"));
+        assert!(!p.matches("sms.rpcx"));
+        assert!(!p.matches("sms.rp"));
+        // `?` and `[` are literal, not wildcards.
+        let q = Patterns::new(&["a?[b]"]).unwrap();
+        assert!(q.matches("a?[b]"));
+        assert!(!q.matches("ax[b]"));
+        assert!(!q.matches("a?b"));
+    }
+
+    #[test]
+    fn several_stars() {
+        let p = Patterns::new(&["a*b*c"]).unwrap();
+        for yes in ["abc", "axbxc", "abbbc", "aXbYbZc", "a.b.c", "acbc", "abcbc"] {
+            assert!(p.matches(yes), "{yes}");
+        }
+        for no in ["ab", "ac", "bc", "abcx", "xabc", "acb", "a"] {
+            assert!(!p.matches(no), "{no}");
+        }
+        let stars = Patterns::new(&["**"]).unwrap();
+        assert!(stars.matches(""));
+        assert!(stars.matches("anything.at.all"));
+        let mid = Patterns::new(&["mall.*.rpc"]).unwrap();
+        assert!(mid.matches("mall.user.rpc"));
+        assert!(mid.matches("mall.a.b.rpc"));
+        assert!(!mid.matches("mall.rpc"));
+    }
+
+    #[test]
+    fn any_pattern_may_match() {
+        let p = Patterns::new(&["*.rpc", "gateway"]).unwrap();
+        assert!(p.matches("sms.rpc"));
+        assert!(p.matches("gateway"));
+        assert!(!p.matches("gateway.api"));
+    }
+
+    #[test]
+    fn matching_is_not_exponential() {
+        // A naive backtracking matcher takes ~C(2000, 30) steps here.
+        let glob = "*a".repeat(30) + "b";
+        let p = Patterns::new(&[glob.as_str()]).unwrap();
+        let text = "a".repeat(2000);
+        let started = std::time::Instant::now();
+        assert!(!p.matches(&text));
+        assert!(p.matches(&(text + "b")));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn non_ascii_patterns_are_literal() {
+        let p = Patterns::new(&["é*.rpc"]).unwrap();
+        assert!(p.matches("éa.rpc"));
+        assert!(!p.matches("ea.rpc"));
+    }
+
+    // ----- instance labels ----------------------------------------------------
+
+    #[test]
+    fn natural_label_lower_cases_valid_ids() {
+        assert_eq!(
+            natural_label("7587869364815473158", "sms.rpc", ZONE).as_deref(),
+            Some("7587869364815473158")
+        );
+        assert_eq!(
+            natural_label("Pod-A", "sms.rpc", ZONE).as_deref(),
+            Some("pod-a")
+        );
+    }
+
+    #[test]
+    fn natural_label_rejects_invalid_ids() {
+        for id in ["", "a_b", "a.b", "a/b", "é", "a b", &"a".repeat(64)] {
+            assert_eq!(natural_label(id, "sms.rpc", ZONE), None, "{id:?}");
+        }
+        assert!(natural_label(&"a".repeat(63), "sms.rpc", ZONE).is_some());
+    }
+
+    #[test]
+    fn natural_label_253_octet_limit() {
+        // 236-octet service name, the most classify allows.
+        let service = service_of_len(MAX_SERVICE_NAME_LEN - 1 - ZONE.len());
+        assert_eq!(service.len() + 1 + ZONE.len(), 236);
+        // label + "." + 236 ≤ 253 → label ≤ 16.
+        assert_eq!(
+            natural_label(&"a".repeat(16), &service, ZONE),
+            Some("a".repeat(16))
+        );
+        assert_eq!(natural_label(&"a".repeat(17), &service, ZONE), None);
+        // The hashed label always fits.
+        assert_eq!(
+            hashed_label(b"x").len() + 1 + service.len() + 1 + ZONE.len(),
+            253
+        );
+    }
+
+    #[test]
+    fn hashed_label_known_vector() {
+        // printf %s 'sms.rpc/x' | sha256sum
+        // → 1ada7f1074e941dae845d52547ea3abbd20a6ddf2ea4470e5811468b1872089b
+        assert_eq!(hashed_label(b"sms.rpc/x"), "1ada7f1074e941da");
+        assert_eq!(
+            hashed_label(b"sms.rpc/7587869364815473158"),
+            "d761765f3922b389"
+        );
+        // The whole key's bytes count, including case.
+        assert_ne!(hashed_label(b"SMS.rpc/x"), hashed_label(b"sms.rpc/x"));
+        assert_eq!(hashed_label(b"\xff/\x00").len(), HASHED_LABEL_LEN);
+    }
+}
