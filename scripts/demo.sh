@@ -10,6 +10,8 @@
 #                    (for non-interactive checks; exit status says if it worked)
 #   DEMO_ETCD_PORT   client port of the demo etcd (default 2379; the peer port
 #                    is this plus one)
+#   RPCDNS_BIN       run this rpcdns binary instead of building one with
+#                    `cargo build` (e.g. a test's CARGO_BIN_EXE_rpcdns)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,7 +24,7 @@ dns_port=5353
 http_port=9153
 zone="svc.local"
 lease_ttl=10
-bin="${CARGO_TARGET_DIR:-$root/target}/debug/rpcdns"
+bin="${RPCDNS_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/rpcdns}"
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
@@ -76,9 +78,13 @@ if port_busy "$http_port"; then
     die "127.0.0.1:${http_port} (rpcdns HTTP) is already in use; is another rpcdns running?"
 fi
 
-say "building rpcdns (cargo build)"
-cargo build --quiet --bin rpcdns
-[ -x "$bin" ] || die "cargo build finished but $bin is missing"
+if [ -n "${RPCDNS_BIN:-}" ]; then
+    [ -x "$bin" ] || die "RPCDNS_BIN=$bin is not an executable file"
+else
+    say "building rpcdns (cargo build)"
+    cargo build --quiet --bin rpcdns
+    [ -x "$bin" ] || die "cargo build finished but $bin is missing"
+fi
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/rpcdns-demo.XXXXXX")"
 
@@ -126,7 +132,9 @@ register() {
         lease_dec=$((16#$lease_hex))
     fi
     ectl put --lease="$lease_hex" "$key/$lease_dec" "$value" >/dev/null
-    ectl lease keep-alive "$lease_hex" >/dev/null 2>&1 &
+    # etcdctl itself, not the ectl function: a function would run in a
+    # subshell, and killing that subshell's PID would leave etcdctl running.
+    etcdctl --endpoints="$etcd_endpoint" lease keep-alive "$lease_hex" >/dev/null 2>&1 &
     keepalive_pid=$!
     pids+=("$keepalive_pid")
     printf '    %-40s = %-16s (lease %s, keep-alive pid %s)\n' \
@@ -171,8 +179,8 @@ Try these (in another terminal):
   ${dig_cmd} _grpc._tcp.sms.rpc.${zone} SRV
   ${dig_cmd} mall.user.rpc.${zone} AAAA
   ${dig_cmd} order.rpc.${zone} SRV
-  ${dig_cmd} ${sms_first_id}.sms.rpc.${zone} A      # one instance
-  ${dig_cmd} nope.rpc.${zone}                          # NXDOMAIN
+  ${dig_cmd} ${sms_first_id}.sms.rpc.${zone} A    # one instance
+  ${dig_cmd} nope.rpc.${zone}    # NXDOMAIN
   curl -s 127.0.0.1:${http_port}/debug/zone
   curl -s 127.0.0.1:${http_port}/metrics
 

@@ -86,10 +86,7 @@ impl Listeners {
             source,
         })?;
         info!("listening for http on {bound}");
-        Ok(Self {
-            dns: sockets,
-            http,
-        })
+        Ok(Self { dns: sockets, http })
     }
 }
 
@@ -171,9 +168,8 @@ pub async fn serve(
         origin_text,
     );
     let sync_token = shutdown.child_token();
-    let mut sync = tokio::spawn(async move {
-        etcd::run(&etcd_config, &mut watcher, sync_token).await
-    });
+    let mut sync =
+        tokio::spawn(async move { etcd::run(&etcd_config, &mut watcher, sync_token).await });
 
     // DNS.
     let mut server = Server::new(DnsHandler::new(store.clone(), dns.max_udp_payload));
@@ -222,7 +218,10 @@ pub async fn serve(
             let _ = (&mut admin).await;
         }
     };
-    if tokio::time::timeout(DEFAULT_SHUTDOWN_GRACE, drain).await.is_err() {
+    if tokio::time::timeout(DEFAULT_SHUTDOWN_GRACE, drain)
+        .await
+        .is_err()
+    {
         warn!(
             grace = ?DEFAULT_SHUTDOWN_GRACE,
             "shutdown took longer than the grace period; exiting anyway"

@@ -154,7 +154,8 @@ fn answer<'a>(snapshot: &'a ZoneSnapshot, lookup: Lookup<'a>, qtype: RecordType)
         }
         Lookup::GrpcService(service) => match qtype {
             SRV | ANY => {
-                let mut answer = Answer::positive(rotated(service.grpc_srv(), service.next_rotation()));
+                let mut answer =
+                    Answer::positive(rotated(service.grpc_srv(), service.next_rotation()));
                 answer.additionals = service.glue();
                 or_nodata(answer)
             }
@@ -263,10 +264,25 @@ impl RequestHandler for DnsHandler {
         let mut answers = answer.answers.as_slice();
         let mut authority = answer.authority;
         if request.protocol() == Protocol::Udp
-            && encoded_len(request, &metadata, answers, authority, additionals, edns.as_ref()) > limit
+            && encoded_len(
+                request,
+                &metadata,
+                answers,
+                authority,
+                additionals,
+                edns.as_ref(),
+            ) > limit
         {
             additionals = &[];
-            if encoded_len(request, &metadata, answers, authority, additionals, edns.as_ref()) > limit {
+            if encoded_len(
+                request,
+                &metadata,
+                answers,
+                authority,
+                additionals,
+                edns.as_ref(),
+            ) > limit
+            {
                 answers = &[];
                 authority = None;
                 metadata.truncation = true;
@@ -280,7 +296,7 @@ impl RequestHandler for DnsHandler {
         let response = builder.build(
             metadata,
             answers.iter().copied(),
-            authority.into_iter(),
+            authority,
             std::iter::empty(),
             additionals.iter(),
         );
@@ -289,7 +305,10 @@ impl RequestHandler for DnsHandler {
             Err(error) => {
                 warn!(id = request.metadata.id, %error, "failed to send a DNS response");
                 metadata.response_code = ResponseCode::ServFail;
-                debug!(id = request.metadata.id, "reporting SERVFAIL for the failed send");
+                debug!(
+                    id = request.metadata.id,
+                    "reporting SERVFAIL for the failed send"
+                );
                 ResponseInfo::from(hickory_proto::op::Header {
                     metadata,
                     counts: Default::default(),

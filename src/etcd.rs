@@ -25,9 +25,9 @@ use crate::config::EtcdConfig;
 // Constants
 // ---------------------------------------------------------------------------
 
-/// Keys per page of the full read. etcd answers a range in one gRPC message
-/// (default limit 4 MiB for the client, 1.5 MiB per request on the server
-/// side for writes); 1000 go-zero registrations are well under that.
+/// Keys per page of the full read. Each page is one gRPC message, which the
+/// client decodes up to 4 MiB by default; 1000 go-zero registrations (short
+/// keys, values of at most 512 octets that matter) stay far below that.
 pub const PAGE_SIZE: i64 = 1000;
 
 /// First reconnect delay after a lost connection.
@@ -258,6 +258,8 @@ struct SyncState {
     /// reset the backoff, only a watch that delivers does.
     after_cancel: bool,
     backoff: Backoff,
+    /// Which of the configured endpoints the next session tries.
+    endpoint_index: usize,
 }
 
 /// Mirrors the configured key range into `sink` until `shutdown` fires.
@@ -273,6 +275,12 @@ pub async fn run(
     if config.tls.is_some() {
         return Err(SyncError::TlsNotSupported);
     }
+    if config.endpoints.is_empty() {
+        return Err(SyncError::InvalidEndpoints {
+            endpoints: Vec::new(),
+            source: etcd_client::Error::InvalidArgs("empty endpoints".to_owned()),
+        });
+    }
     let range = KeyRange::for_prefix(&config.prefix);
     let options = connect_options(config);
     let mut state = SyncState {
@@ -282,6 +290,7 @@ pub async fn run(
         outage_logged: false,
         after_cancel: false,
         backoff: Backoff::default(),
+        endpoint_index: 0,
     };
 
     loop {
@@ -351,21 +360,23 @@ async fn session(
     sink: &mut impl SyncSink,
     state: &mut SyncState,
 ) -> Result<Interrupt, SyncError> {
-    // A fresh client per session: tonic's balanced channel spreads requests
-    // over all endpoints and re-dials a failed one lazily, but a request that
-    // lands on a dead member fails rather than moving on, and a new session
-    // (after a short backoff) is the simple, uniform way to try again.
-    let client = match Client::connect(&config.endpoints, Some(options.clone())).await {
+    // One member per session, the next one after each failure. etcd-client
+    // would balance over all endpoints (tonic's p2c balancer), but its
+    // per-endpoint load is a constant and a down member's lazy connection
+    // counts as ready, so about every other request would land on a dead
+    // member and fail, tearing down a healthy watch. A session pinned to one
+    // member fails only when that member does, and the retry moves on.
+    let endpoint = &config.endpoints[state.endpoint_index % config.endpoints.len()];
+    state.endpoint_index = state.endpoint_index.wrapping_add(1);
+    let client = match Client::connect([endpoint], Some(options.clone())).await {
         Ok(client) => client,
-        Err(
-            source @ (etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_)),
-        ) => {
+        Err(source @ (etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_))) => {
             return Err(SyncError::InvalidEndpoints {
                 endpoints: config.endpoints.clone(),
                 source,
             });
         }
-        Err(error) => return Ok(Interrupt::Lost(format!("connect: {error}"))),
+        Err(error) => return Ok(Interrupt::Lost(format!("{endpoint}: connect: {error}"))),
     };
     let mut kv = client.kv_client();
     let mut watch_client = client.watch_client();
@@ -378,10 +389,10 @@ async fn session(
                 // read starts over at the new current revision.
                 Err(ReadError::Compacted) => continue,
                 Err(ReadError::Failed(error)) => {
-                    return Ok(Interrupt::Lost(format!("read: {error}")));
+                    return Ok(Interrupt::Lost(format!("{endpoint}: read: {error}")));
                 }
             };
-            on_contact(config, sink, state);
+            on_contact(endpoint, sink, state);
             tracing::debug!(keys = kvs.len(), revision, %reason, "etcd full read done");
             sink.reset(kvs, revision, reason);
             state.resync = None;
@@ -402,18 +413,20 @@ async fn session(
         // client side of the gRPC stream, and etcd then closes the watch.
         let mut stream = match opened {
             Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => return Ok(Interrupt::Lost(format!("watch: {error}"))),
-            Err(_) => return Ok(Interrupt::Lost("watch: timed out".to_owned())),
+            Ok(Err(error)) => return Ok(Interrupt::Lost(format!("{endpoint}: watch: {error}"))),
+            Err(_) => return Ok(Interrupt::Lost(format!("{endpoint}: watch: timed out"))),
         };
         tracing::debug!(start_revision, "etcd watch opened");
 
         loop {
             let response = match stream.message().await {
                 Ok(Some(response)) => response,
-                Ok(None) => return Ok(Interrupt::Lost("watch stream ended".to_owned())),
-                Err(error) => return Ok(Interrupt::Lost(format!("watch: {error}"))),
+                Ok(None) => {
+                    return Ok(Interrupt::Lost(format!("{endpoint}: watch stream ended")));
+                }
+                Err(error) => return Ok(Interrupt::Lost(format!("{endpoint}: watch: {error}"))),
             };
-            on_contact(config, sink, state);
+            on_contact(endpoint, sink, state);
 
             if response.canceled() {
                 // "The client should treat the watcher as canceled and should
@@ -462,7 +475,7 @@ async fn session(
 }
 
 /// The first successful response of a session: tell the sink and the log.
-fn on_contact(config: &EtcdConfig, sink: &mut impl SyncSink, state: &mut SyncState) {
+fn on_contact(endpoint: &str, sink: &mut impl SyncSink, state: &mut SyncState) {
     if state.connected {
         return;
     }
@@ -472,7 +485,7 @@ fn on_contact(config: &EtcdConfig, sink: &mut impl SyncSink, state: &mut SyncSta
         state.backoff.reset();
     }
     sink.set_connected(true);
-    tracing::info!(endpoints = ?config.endpoints, "connected to etcd");
+    tracing::info!(endpoint, "connected to etcd");
 }
 
 fn convert_events(response: &etcd_client::WatchResponse) -> Vec<KvEvent> {
@@ -1047,7 +1060,10 @@ mod tests {
                 .unwrap();
             let child = Command::new(binary)
                 .arg("--name=default")
-                .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
+                .arg(format!(
+                    "--data-dir={}",
+                    self.dir.path().join("data").display()
+                ))
                 .arg(format!("--listen-client-urls={client_url}"))
                 .arg(format!("--advertise-client-urls={client_url}"))
                 .arg(format!("--listen-peer-urls={peer_url}"))
@@ -1075,7 +1091,11 @@ mod tests {
                 {
                     return;
                 }
-                assert!(Instant::now() < deadline, "etcd did not come up: {}", self.log());
+                assert!(
+                    Instant::now() < deadline,
+                    "etcd did not come up: {}",
+                    self.log()
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

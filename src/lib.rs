@@ -33,6 +33,7 @@ pub mod app;
 pub mod config;
 pub mod dns;
 pub mod etcd;
+pub mod logging;
 pub mod registration;
 pub mod status;
 pub mod watcher;

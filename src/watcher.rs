@@ -57,10 +57,7 @@ impl Watcher {
                     // instance: DNS never goes on serving the old value."
                     let change = self.writer.remove(&key);
                     log_change(&change);
-                    if self
-                        .status
-                        .record_skip(&key, reason.as_str(), mod_revision)
-                    {
+                    if self.status.record_skip(&key, reason.as_str(), mod_revision) {
                         tracing::warn!(
                             key = %String::from_utf8_lossy(&key),
                             reason = reason.as_str(),
@@ -160,4 +157,235 @@ fn log_change(change: &ServiceChange) {
 // ---------------------------------------------------------------------------
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    use hickory_proto::rr::Name;
+
+    use super::*;
+    use crate::zone::{ZoneParams, ZoneStore};
+
+    fn watcher() -> (Watcher, Arc<ZoneStore>, Arc<SyncStatus>) {
+        let store = Arc::new(ZoneStore::new(ZoneParams {
+            origin: Name::from_ascii("svc.local.").unwrap(),
+            ttl: 5,
+            negative_ttl: 5,
+        }));
+        let status = Arc::new(SyncStatus::new());
+        let patterns = Patterns::new(&["*.rpc"]).unwrap();
+        let watcher = Watcher::new(
+            ZoneWriter::new(store.clone()),
+            status.clone(),
+            patterns,
+            "svc.local".to_owned(),
+        );
+        (watcher, store, status)
+    }
+
+    fn kv(key: &str, value: &str) -> (Vec<u8>, Vec<u8>) {
+        (key.as_bytes().to_vec(), value.as_bytes().to_vec())
+    }
+
+    fn put(key: &str, value: &str, mod_revision: i64) -> KvEvent {
+        KvEvent::Put {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            mod_revision,
+        }
+    }
+
+    fn delete(key: &str, mod_revision: i64) -> KvEvent {
+        KvEvent::Delete {
+            key: key.as_bytes().to_vec(),
+            mod_revision,
+        }
+    }
+
+    /// `(etcd key, address, port)` of every published instance, sorted.
+    fn instances(store: &ZoneStore) -> Vec<(String, String, u64)> {
+        let json = store.load().debug_json();
+        let mut out = Vec::new();
+        for service in json["services"].as_array().unwrap() {
+            for instance in service["instances"].as_array().unwrap() {
+                let address = instance["address"]
+                    .as_str()
+                    .or(instance["host"].as_str())
+                    .unwrap()
+                    .to_owned();
+                out.push((
+                    instance["key"].as_str().unwrap().to_owned(),
+                    address,
+                    instance["port"].as_u64().unwrap(),
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn skipped(status: &SyncStatus) -> Vec<(String, &'static str)> {
+        status
+            .skipped()
+            .into_iter()
+            .map(|skipped| (skipped.key, skipped.reason))
+            .collect()
+    }
+
+    fn entry(key: &str, address: &str, port: u64) -> (String, String, u64) {
+        (key.to_owned(), address.to_owned(), port)
+    }
+
+    #[test]
+    fn reset_builds_the_zone_and_marks_ready() {
+        let (mut watcher, store, status) = watcher();
+        assert!(!status.is_ready());
+        watcher.reset(
+            vec![
+                kv("sms.rpc/1", "10.0.0.5:8001"),
+                kv("sms.rpc/2", "10.0.0.6:8001"),
+                kv("user.rpc/7", "[fd00::5]:9000"),
+                kv("config/other", "not ours"),
+                kv("bad.rpc/1", "10.0.0.7"),
+                kv("noid.rpc", "10.0.0.8:80"),
+            ],
+            7,
+            ResyncReason::Initial,
+        );
+        let snapshot = store.load();
+        assert_eq!(snapshot.service_count(), 2);
+        assert_eq!(snapshot.instance_count(), 3);
+        assert_eq!(snapshot.revision(), 7);
+        assert_eq!(
+            instances(&store),
+            vec![
+                entry("sms.rpc/1", "10.0.0.5", 8001),
+                entry("sms.rpc/2", "10.0.0.6", 8001),
+                entry("user.rpc/7", "fd00::5", 9000),
+            ]
+        );
+        assert!(status.is_ready());
+        assert_eq!(status.revision(), 7);
+        assert_eq!(
+            skipped(&status),
+            vec![
+                ("bad.rpc/1".to_owned(), "no_port"),
+                ("noid.rpc".to_owned(), "no_instance_id"),
+            ]
+        );
+    }
+
+    #[test]
+    fn apply_puts_and_deletes_then_publishes_the_revision() {
+        let (mut watcher, store, status) = watcher();
+        watcher.reset(
+            vec![kv("sms.rpc/1", "10.0.0.5:8001")],
+            3,
+            ResyncReason::Initial,
+        );
+        watcher.apply(
+            vec![
+                put("sms.rpc/2", "10.0.0.6:8001", 4),
+                put("mall.user.rpc/9", "sms-0.sms:8080", 5),
+                put("sms.rpc/1", "10.0.0.9:8001", 6),
+                delete("sms.rpc/2", 7),
+                put("config/other", "ignored", 8),
+            ],
+            8,
+        );
+        assert_eq!(
+            instances(&store),
+            vec![
+                entry("mall.user.rpc/9", "sms-0.sms", 8080),
+                entry("sms.rpc/1", "10.0.0.9", 8001),
+            ]
+        );
+        assert_eq!(store.load().revision(), 8);
+        assert_eq!(status.revision(), 8);
+
+        // The last instance of a service goes: the service goes.
+        watcher.apply(vec![delete("mall.user.rpc/9", 9)], 9);
+        assert_eq!(store.load().service_count(), 1);
+        assert_eq!(store.load().revision(), 9);
+    }
+
+    #[test]
+    fn a_value_that_turns_bad_withdraws_the_instance() {
+        let (mut watcher, store, status) = watcher();
+        watcher.reset(
+            vec![
+                kv("sms.rpc/1", "10.0.0.5:8001"),
+                kv("sms.rpc/2", "10.0.0.6:8001"),
+            ],
+            3,
+            ResyncReason::Initial,
+        );
+        watcher.apply(vec![put("sms.rpc/1", "0.0.0.0:8001", 4)], 4);
+        assert_eq!(
+            instances(&store),
+            vec![entry("sms.rpc/2", "10.0.0.6", 8001)]
+        );
+        assert_eq!(
+            skipped(&status),
+            vec![("sms.rpc/1".to_owned(), "unspecified_address")]
+        );
+
+        // Good again: back in the zone, no longer skipped.
+        watcher.apply(vec![put("sms.rpc/1", "10.0.0.5:8001", 5)], 5);
+        assert_eq!(store.load().instance_count(), 2);
+        assert!(status.skipped().is_empty());
+
+        // A skipped key that is deleted is forgotten.
+        watcher.apply(vec![put("sms.rpc/3", "10.0.0.7:0", 6)], 6);
+        assert_eq!(skipped(&status), vec![("sms.rpc/3".to_owned(), "bad_port")]);
+        watcher.apply(vec![delete("sms.rpc/3", 7)], 7);
+        assert!(status.skipped().is_empty());
+        assert_eq!(store.load().instance_count(), 2);
+    }
+
+    #[test]
+    fn a_reread_replaces_everything() {
+        let (mut watcher, store, status) = watcher();
+        watcher.reset(
+            vec![
+                kv("sms.rpc/1", "10.0.0.5:8001"),
+                kv("old.rpc/1", "10.0.0.6:8001"),
+                kv("bad.rpc/1", "10.0.0.7"),
+            ],
+            3,
+            ResyncReason::Initial,
+        );
+        watcher.reset(
+            vec![
+                kv("sms.rpc/1", "10.0.0.5:8001"),
+                kv("new.rpc/1", "10.0.0.8:8001"),
+                kv("worse.rpc/1", "10.0.0.9:99999"),
+            ],
+            20,
+            ResyncReason::Compacted,
+        );
+        assert_eq!(
+            instances(&store),
+            vec![
+                entry("new.rpc/1", "10.0.0.8", 8001),
+                entry("sms.rpc/1", "10.0.0.5", 8001),
+            ]
+        );
+        assert_eq!(store.load().revision(), 20);
+        assert_eq!(status.revision(), 20);
+        assert_eq!(
+            skipped(&status),
+            vec![("worse.rpc/1".to_owned(), "bad_port")]
+        );
+    }
+
+    #[test]
+    fn connection_state_reaches_the_status() {
+        let (mut watcher, _store, status) = watcher();
+        watcher.set_connected(true);
+        assert!(status.is_connected());
+        watcher.set_connected(false);
+        assert!(!status.is_connected());
+        // An outage never takes readiness back.
+        watcher.reset(Vec::new(), 1, ResyncReason::Initial);
+        watcher.set_connected(false);
+        assert!(status.is_ready());
+    }
+}

@@ -71,7 +71,10 @@ impl ZoneParams {
         // `ns.<zone>` and `hostmaster.<zone>` are a label plus the apex, so
         // they fit whenever the apex does; fall back to the apex itself
         // rather than panic if a 250-octet apex leaves no room.
-        let mname = self.origin.prepend_label("ns").unwrap_or(self.origin.clone());
+        let mname = self
+            .origin
+            .prepend_label("ns")
+            .unwrap_or(self.origin.clone());
         let rname = self
             .origin
             .prepend_label("hostmaster")
@@ -92,7 +95,10 @@ impl ZoneParams {
     }
 
     fn ns(&self) -> Record {
-        let target = self.origin.prepend_label("ns").unwrap_or(self.origin.clone());
+        let target = self
+            .origin
+            .prepend_label("ns")
+            .unwrap_or(self.origin.clone());
         Record::from_rdata(self.origin.clone(), self.ttl, RData::NS(NS(target)))
     }
 }
@@ -337,15 +343,15 @@ impl ZoneSnapshot {
         {
             return Lookup::GrpcService(service);
         }
-        if let Some((first, rest)) = relative.split_once('.') {
-            if let Some(service) = self.services.get(rest) {
-                if let Some(record) = service.instances.get(first) {
-                    return Lookup::Instance(service, record);
-                }
-                // `_tcp.<service>` exists because `_grpc._tcp.<service>` does.
-                if first == "_tcp" {
-                    return Lookup::EmptyNonTerminal;
-                }
+        if let Some((first, rest)) = relative.split_once('.')
+            && let Some(service) = self.services.get(rest)
+        {
+            if let Some(record) = service.instances.get(first) {
+                return Lookup::Instance(service, record);
+            }
+            // `_tcp.<service>` exists because `_grpc._tcp.<service>` does.
+            if first == "_tcp" {
+                return Lookup::EmptyNonTerminal;
             }
         }
         if self.ents.contains_key(relative) {
@@ -576,9 +582,7 @@ impl ZoneWriter {
     /// Makes the staged zone visible to readers.
     pub fn publish(&mut self) {
         self.rebuild_dirty();
-        self.store
-            .current
-            .store(Arc::new(self.staged.clone()));
+        self.store.current.store(Arc::new(self.staged.clone()));
     }
 
     /// Rebuilds the published form of every dirty service.
@@ -592,7 +596,9 @@ impl ZoneWriter {
         // parent is rebuilt too.
         let parents: Vec<String> = dirty
             .iter()
-            .filter(|key| self.services.contains_key(*key) != self.staged.services.contains_key(key.as_str()))
+            .filter(|key| {
+                self.services.contains_key(*key) != self.staged.services.contains_key(key.as_str())
+            })
             .filter_map(|key| key.split_once('.').map(|(_, parent)| parent.to_owned()))
             .filter(|parent| self.services.contains_key(parent))
             .collect();
@@ -696,7 +702,8 @@ impl ZoneWriter {
                     };
                     let record = Record::from_rdata(instance_name.clone(), ttl, rdata);
                     if seen_addrs.insert(*addr) {
-                        let service_record = Record::from_rdata(service_name.clone(), ttl, record.data.clone());
+                        let service_record =
+                            Record::from_rdata(service_name.clone(), ttl, record.data.clone());
                         match addr {
                             IpAddr::V4(_) => a.push(service_record),
                             IpAddr::V6(_) => aaaa.push(service_record),
@@ -724,7 +731,11 @@ impl ZoneWriter {
                 }
             };
             let srv_data = RData::SRV(SRV::new(SRV_PRIORITY, SRV_WEIGHT, port, target));
-            srv.push(Record::from_rdata(service_name.clone(), ttl, srv_data.clone()));
+            srv.push(Record::from_rdata(
+                service_name.clone(),
+                ttl,
+                srv_data.clone(),
+            ));
             grpc_srv.push(Record::from_rdata(grpc_name.clone(), ttl, srv_data));
             records.insert(Box::from(label), record);
             views.push(InstanceView {
@@ -853,7 +864,10 @@ mod tests {
             snap.lookup(&name("nope.rpc.svc.local.")),
             Some(Lookup::NxDomain)
         ));
-        assert!(matches!(snap.lookup(&name("svc.local.")), Some(Lookup::Apex)));
+        assert!(matches!(
+            snap.lookup(&name("svc.local.")),
+            Some(Lookup::Apex)
+        ));
         assert!(snap.lookup(&name("example.com.")).is_none());
     }
 
@@ -878,7 +892,10 @@ mod tests {
         writer.publish();
         let snap = store.load();
         assert!(matches!(snap.lookup_relative("a.b.rpc"), Lookup::NxDomain));
-        assert!(matches!(snap.lookup_relative("b.rpc"), Lookup::EmptyNonTerminal));
+        assert!(matches!(
+            snap.lookup_relative("b.rpc"),
+            Lookup::EmptyNonTerminal
+        ));
         writer.remove(b"c.b.rpc/1");
         writer.publish();
         let snap = store.load();
@@ -913,7 +930,10 @@ mod tests {
         writer.upsert(b"a.b.rpc/1", reg("a.b.rpc", "1", "10.0.0.2:1"));
         writer.publish();
         let snap = store.load();
-        assert!(matches!(snap.lookup_relative("a.b.rpc"), Lookup::Service(_)));
+        assert!(matches!(
+            snap.lookup_relative("a.b.rpc"),
+            Lookup::Service(_)
+        ));
         let hashed = registration::hashed_label(b"b.rpc/a");
         assert!(matches!(
             snap.lookup_relative(&format!("{hashed}.b.rpc")),
@@ -955,15 +975,24 @@ mod tests {
             (b"new.rpc/2".to_vec(), reg("new.rpc", "2", "10.0.0.2:1")),
         ]);
         assert_eq!(counts, (1, 2));
-        assert!(store.load().service("old.rpc").is_some(), "not yet published");
+        assert!(
+            store.load().service("old.rpc").is_some(),
+            "not yet published"
+        );
         writer.set_revision(9);
         writer.publish();
         let snap = store.load();
         assert!(snap.service("old.rpc").is_none());
-        assert_eq!(snap.service("new.rpc").map(Service::instance_count), Some(2));
+        assert_eq!(
+            snap.service("new.rpc").map(Service::instance_count),
+            Some(2)
+        );
         assert_eq!(snap.serial(), 9);
         assert!(matches!(snap.lookup_relative("old.rpc"), Lookup::NxDomain));
-        assert!(matches!(snap.lookup_relative("rpc"), Lookup::EmptyNonTerminal));
+        assert!(matches!(
+            snap.lookup_relative("rpc"),
+            Lookup::EmptyNonTerminal
+        ));
     }
 
     #[test]
@@ -986,7 +1015,10 @@ mod tests {
         };
         assert_eq!(&soa.mname, &name("ns.svc.local."));
         assert_eq!(&soa.rname, &name("hostmaster.svc.local."));
-        assert_eq!((soa.refresh, soa.retry, soa.expire, soa.minimum), (60, 10, 86400, 3));
+        assert_eq!(
+            (soa.refresh, soa.retry, soa.expire, soa.minimum),
+            (60, 10, 86400, 3)
+        );
         assert_eq!(snap.negative_soa().ttl, 3, "min(ttl, negative_ttl)");
         assert_eq!(snap.soa().ttl, 5);
     }

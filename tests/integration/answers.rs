@@ -1,1 +1,394 @@
-//! (placeholder)
+//! What rpcdns answers (SPEC §3 names and §4 answer table): record sets,
+//! SRV and glue, SOA/NS, NODATA/NXDOMAIN, ANY, zone transfers, out-of-zone
+//! names, the AA bit, question case echo, TTLs, and name edge cases (case
+//! merge, hashed labels, service/instance collisions). Transport limits
+//! (sizes, TC, EDNS, malformed input) belong in `transport`.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv6Addr, SocketAddr};
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+
+use crate::harness::*;
+
+const SMS: &str = "sms.rpc.svc.local.";
+
+/// Checks what every in-zone answer must have: AA, the question echoed.
+#[track_caller]
+fn assert_authoritative(msg: &Message, name: &str) {
+    assert!(msg.metadata.authoritative, "AA bit missing for {name}: {msg}");
+    assert_eq!(msg.queries.len(), 1, "question not echoed: {msg}");
+    assert_eq!(lower(msg.queries[0].name()), name.to_ascii_lowercase());
+}
+
+/// NOERROR, no answer, the zone's SOA in authority (RFC 2308 NODATA).
+#[track_caller]
+fn assert_nodata(msg: &Message, name: &str) {
+    assert_authoritative(msg, name);
+    assert_eq!(msg.metadata.response_code, ResponseCode::NoError, "{name}: {msg}");
+    assert!(msg.answers.is_empty(), "{name}: NODATA with answers: {msg}");
+    let (_, _, owner) = soa_of(&msg.authorities).unwrap_or_else(|| panic!("{name}: no SOA in authority: {msg}"));
+    assert_eq!(lower(&owner), ZONE);
+}
+
+#[track_caller]
+fn assert_nxdomain(msg: &Message, name: &str) {
+    assert_authoritative(msg, name);
+    assert_eq!(msg.metadata.response_code, ResponseCode::NXDomain, "{name}: {msg}");
+    assert!(msg.answers.is_empty(), "{name}: NXDOMAIN with answers: {msg}");
+    let (_, _, owner) = soa_of(&msg.authorities).unwrap_or_else(|| panic!("{name}: no SOA in authority: {msg}"));
+    assert_eq!(lower(&owner), ZONE);
+}
+
+fn wait_a(dns: SocketAddr, name: &str, want: &[&str]) {
+    let want = ipv4s(want);
+    eventually(PROPAGATION, || check_a(dns, name, &want));
+}
+
+fn serial(dns: SocketAddr) -> Result<u32, String> {
+    let msg = try_query_udp(dns, ZONE, RecordType::SOA, None)?;
+    soa_of(&msg.answers)
+        .map(|(soa, _, _)| soa.serial)
+        .ok_or_else(|| format!("no SOA answer: {msg}"))
+}
+
+/// A temp config file with `yaml`; keep the dir alive while rpcdns runs.
+fn config_file(yaml: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("rpcdns.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    (dir, path.display().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_and_aaaa_list_each_distinct_address_once() {
+    let env = TestEnv::start(&[]).await;
+    let c = &env.client;
+    let _r = [
+        register(c, "sms.rpc", "10.0.0.5:8001", 10).await,
+        register(c, "sms.rpc", "10.0.0.5:8002", 10).await,
+        register(c, "sms.rpc", "10.0.0.6:8001", 10).await,
+        register(c, "sms.rpc", "[fd00::5]:8001", 10).await,
+        register(c, "sms.rpc", "[fd00:0::5]:8002", 10).await,
+        register(c, "sms.rpc", "sms-0.sms:8001", 10).await,
+    ];
+    wait_a(env.dns(), SMS, &["10.0.0.5", "10.0.0.6"]);
+    let a = query_udp(env.dns(), SMS, RecordType::A, None);
+    assert_authoritative(&a, SMS);
+    assert_eq!(a.answers.len(), 2, "one A per distinct address: {a}");
+    let aaaa = query_udp(env.dns(), SMS, RecordType::AAAA, None);
+    assert_authoritative(&aaaa, SMS);
+    assert_eq!(aaaa.metadata.response_code, ResponseCode::NoError);
+    let want: Vec<Ipv6Addr> = vec!["fd00::5".parse().expect("v6")];
+    assert_eq!(aaaa_of(&aaaa.answers), want, "fd00::5 and fd00:0::5 are one AAAA: {aaaa}");
+    assert_eq!(aaaa.answers.len(), 1, "{aaaa}");
+    for r in a.answers.iter().chain(&aaaa.answers) {
+        assert_eq!(r.ttl, 5, "default positive TTL: {r}");
+        assert_eq!(lower(&r.name), SMS);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_records_rotate_between_responses() {
+    let env = TestEnv::start(&[]).await;
+    let c = &env.client;
+    let mut regs = Vec::new();
+    for i in 1..=4 {
+        regs.push(register(c, "sms.rpc", &format!("10.0.0.{i}:80"), 10).await);
+    }
+    wait_a(env.dns(), SMS, &["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]);
+    let mut firsts = BTreeSet::new();
+    for _ in 0..20 {
+        let msg = query_udp(env.dns(), SMS, RecordType::A, None);
+        assert_eq!(msg.answers.len(), 4, "{msg}");
+        firsts.insert(a_of(&msg.answers)[0]);
+    }
+    assert!(firsts.len() > 1, "the first A record never changed across 20 responses: {firsts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_at_service_and_grpc_name_with_glue() {
+    let env = TestEnv::start(&[]).await;
+    let c = &env.client;
+    let r1 = register(c, "sms.rpc", "10.0.0.5:8001", 10).await;
+    let r2 = register(c, "sms.rpc", "10.0.0.5:8001", 10).await; // same address, other id
+    let r3 = register(c, "sms.rpc", "sms-0.sms:9000", 10).await;
+    let r4 = register(c, "sms.rpc", "[fd00::5]:8003", 10).await;
+    let want: BTreeSet<(u16, String)> = [
+        (8001, r1.instance_name()),
+        (8001, r2.instance_name()),
+        (9000, "sms-0.sms.".to_string()),
+        (8003, r4.instance_name()),
+    ]
+    .into_iter()
+    .collect();
+    let _keep = &r3;
+    for name in [SMS.to_string(), format!("_grpc._tcp.{SMS}")] {
+        eventually(PROPAGATION, || {
+            let msg = try_query_tcp(env.dns(), &name, RecordType::SRV, None)?;
+            let got: BTreeSet<(u16, String)> =
+                srv_of(&msg.answers).iter().map(|s| (s.port, lower(&s.target))).collect();
+            if got == want { Ok(()) } else { Err(format!("{name} SRV {got:?}, want {want:?}")) }
+        });
+        let msg = query_tcp(env.dns(), &name, RecordType::SRV, None);
+        assert_authoritative(&msg, &name);
+        assert_eq!(msg.answers.len(), 4, "two ids with one address are two SRV: {msg}");
+        for r in &msg.answers {
+            assert_eq!(lower(&r.name), name, "SRV owner is the question: {r}");
+            let RData::SRV(srv) = &r.data else { panic!("non-SRV answer {r}") };
+            assert_eq!((srv.priority, srv.weight), (0, 10), "{r}");
+        }
+        // Glue: the in-zone targets' addresses.
+        let glue: BTreeSet<(String, String)> = msg
+            .additionals
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some((lower(&r.name), a.0.to_string())),
+                RData::AAAA(a) => Some((lower(&r.name), a.0.to_string())),
+                _ => None,
+            })
+            .collect();
+        for (target, addr) in [
+            (r1.instance_name(), "10.0.0.5"),
+            (r2.instance_name(), "10.0.0.5"),
+            (r4.instance_name(), "fd00::5"),
+        ] {
+            assert!(
+                glue.contains(&(target.clone(), addr.to_string())),
+                "additional lacks {target} {addr}: {glue:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_names_answer_their_address() {
+    let env = TestEnv::start(&[]).await;
+    let v4 = register(&env.client, "sms.rpc", "10.0.0.5:8001", 10).await;
+    let v6 = register(&env.client, "sms.rpc", "[fd00::7]:8001", 10).await;
+    wait_a(env.dns(), &v4.instance_name(), &["10.0.0.5"]);
+    let msg = query_udp(env.dns(), &v4.instance_name(), RecordType::A, None);
+    assert_authoritative(&msg, &v4.instance_name());
+    assert_eq!(msg.answers.len(), 1, "{msg}");
+    let msg = query_udp(env.dns(), &v6.instance_name(), RecordType::AAAA, None);
+    assert_authoritative(&msg, &v6.instance_name());
+    assert_eq!(aaaa_of(&msg.answers), vec!["fd00::7".parse::<Ipv6Addr>().expect("v6")], "{msg}");
+    let msg = query_udp(env.dns(), &v4.instance_name(), RecordType::AAAA, None);
+    assert_nodata(&msg, &v4.instance_name());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soa_and_ns_at_apex_and_serial_follows_revision() {
+    let (_dir, path) = config_file("dns:\n  negative_ttl: 3\n");
+    let env = TestEnv::start(&["--config", &path, "--ttl", "7"]).await;
+    let msg = query_udp(env.dns(), ZONE, RecordType::SOA, None);
+    assert_authoritative(&msg, ZONE);
+    let (soa, ttl, owner) = soa_of(&msg.answers).unwrap_or_else(|| panic!("no SOA answer: {msg}"));
+    assert_eq!(lower(&owner), ZONE);
+    assert_eq!(ttl, 7, "SOA as an answer carries the positive TTL");
+    assert_eq!(lower(&soa.mname), format!("ns.{ZONE}"));
+    assert_eq!(lower(&soa.rname), format!("hostmaster.{ZONE}"));
+    assert_eq!((soa.refresh, soa.retry, soa.expire, soa.minimum), (60, 10, 86400, 3));
+
+    let ns = query_udp(env.dns(), ZONE, RecordType::NS, None);
+    assert_authoritative(&ns, ZONE);
+    let targets: Vec<String> = ns
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::NS(n) => Some(lower(&n.0)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(targets, vec![format!("ns.{ZONE}")], "{ns}");
+
+    let before = serial(env.dns()).expect("serial");
+    let put_rev = put(&env.client, "sms.rpc/1", "10.0.0.1:80").await;
+    assert!(i64::from(before) < put_rev, "serial {before} before put at {put_rev}");
+    eventually(PROPAGATION, || match serial(env.dns())? {
+        s if i64::from(s) == put_rev => Ok(()),
+        s => Err(format!("serial {s}, want the put's revision {put_rev}")),
+    });
+    let del_rev = delete(&env.client, "sms.rpc/1").await;
+    eventually(PROPAGATION, || match serial(env.dns())? {
+        s if i64::from(s) == del_rev => Ok(()),
+        s => Err(format!("serial {s}, want the delete's revision {del_rev}")),
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodata_nxdomain_and_empty_non_terminals() {
+    let env = TestEnv::start(&[]).await;
+    let _r = register(&env.client, "sms.rpc", "10.0.0.5:8001", 10).await;
+    wait_a(env.dns(), SMS, &["10.0.0.5"]);
+    for (name, rtype) in [
+        (SMS, RecordType::AAAA),
+        (SMS, RecordType::TXT),
+        (SMS, RecordType::MX),
+        // Empty non-terminals: they exist because names below them do.
+        ("rpc.svc.local.", RecordType::A),
+        ("_tcp.sms.rpc.svc.local.", RecordType::A),
+        ("_grpc._tcp.sms.rpc.svc.local.", RecordType::A),
+    ] {
+        let msg = query_udp(env.dns(), name, rtype, None);
+        assert_nodata(&msg, name);
+    }
+    for name in [
+        "nope.svc.local.",
+        "nope.rpc.svc.local.",
+        "x.nope.rpc.svc.local.",
+        "12345.sms.rpc.svc.local.",
+        "_http._tcp.sms.rpc.svc.local.",
+        "a.b.12345.sms.rpc.svc.local.",
+    ] {
+        let msg = query_udp(env.dns(), name, RecordType::A, None);
+        assert_nxdomain(&msg, name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_answers_exactly_one_rrset() {
+    let env = TestEnv::start(&[]).await;
+    let _a = register(&env.client, "sms.rpc", "10.0.0.5:8001", 10).await;
+    let _b = register(&env.client, "sms.rpc", "[fd00::5]:8001", 10).await;
+    wait_a(env.dns(), SMS, &["10.0.0.5"]);
+    let msg = query_tcp(env.dns(), SMS, RecordType::ANY, None);
+    assert_authoritative(&msg, SMS);
+    assert_eq!(msg.metadata.response_code, ResponseCode::NoError, "{msg}");
+    let types: BTreeSet<RecordType> = msg.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(types.len(), 1, "ANY must give one RRset (RFC 8482): {msg}");
+    let t = types.into_iter().next().expect("one type");
+    assert!(
+        matches!(t, RecordType::A | RecordType::AAAA | RecordType::SRV),
+        "ANY answered with {t}, which the name does not have"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_transfers_and_outside_names_are_refused() {
+    let env = TestEnv::start(&[]).await;
+    for rtype in [RecordType::AXFR, RecordType::IXFR] {
+        let msg = query_tcp(env.dns(), ZONE, rtype, None);
+        assert_eq!(msg.metadata.response_code, ResponseCode::Refused, "{rtype}: {msg}");
+        assert!(msg.answers.is_empty(), "{msg}");
+    }
+    for (name, rtype) in [
+        ("example.com.", RecordType::A),
+        (".", RecordType::NS),
+        ("local.", RecordType::SOA),
+        ("svc.local.example.", RecordType::A),
+    ] {
+        let msg = query_udp(env.dns(), name, rtype, None);
+        assert_eq!(msg.metadata.response_code, ResponseCode::Refused, "{name} {rtype}: {msg}");
+        assert!(msg.answers.is_empty(), "{msg}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn question_echoes_client_case_byte_for_byte() {
+    let env = TestEnv::start(&[]).await;
+    let _r = register(&env.client, "sms.rpc", "10.0.0.5:8001", 10).await;
+    wait_a(env.dns(), SMS, &["10.0.0.5"]);
+    for (name, qtype) in [("SmS.RpC.SvC.LoCaL.", 1u16), ("NoPe.RpC.SvC.LoCaL.", 1), ("SVC.local.", 6)] {
+        let query = raw_query(0x4242, name, qtype, None);
+        let question = &query[12..];
+        for reply in [
+            udp_raw(env.dns(), &query, QUERY_TIMEOUT).unwrap_or_else(|| panic!("no reply for {name}")),
+            tcp_raw(env.dns(), &query).expect("TCP reply"),
+        ] {
+            assert!(reply.len() >= 12 + question.len(), "short reply for {name}");
+            assert_eq!(&reply[..2], &[0x42, 0x42], "id");
+            assert_eq!(&reply[4..6], &[0, 1], "QDCOUNT");
+            assert_eq!(
+                &reply[12..12 + question.len()],
+                question,
+                "question not echoed byte for byte for {name}"
+            );
+            assert_ne!(reply[2] & 0x04, 0, "AA bit missing for {name}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttls_follow_ttl_and_negative_ttl() {
+    let etcd = Etcd::start();
+    let client = etcd.client().await;
+    let _r = register(&client, "sms.rpc", "10.0.0.5:8001", 10).await;
+    // (ttl, negative_ttl) → SOA TTL in negative answers is the smaller one.
+    for (ttl, neg) in [(7u32, 3u32), (2, 9)] {
+        let (_dir, path) = config_file(&format!("dns:\n  ttl: {ttl}\n  negative_ttl: {neg}\n"));
+        let rpcdns = Rpcdns::start(&etcd.endpoint(), &["--config", &path]);
+        rpcdns.wait_ready();
+        let dns = rpcdns.dns_addr;
+        wait_a(dns, SMS, &["10.0.0.5"]);
+        let pos = query_tcp(dns, SMS, RecordType::SRV, None);
+        assert!(!pos.answers.is_empty(), "{pos}");
+        for r in pos.answers.iter().chain(&pos.additionals) {
+            assert_eq!(r.ttl, ttl, "positive TTL: {r}");
+        }
+        for (name, rtype) in [(SMS, RecordType::AAAA), ("nope.svc.local.", RecordType::A)] {
+            let msg = query_udp(dns, name, rtype, None);
+            let (soa, soa_ttl, _) =
+                soa_of(&msg.authorities).unwrap_or_else(|| panic!("no SOA in authority: {msg}"));
+            assert_eq!(soa_ttl, ttl.min(neg), "SOA TTL in a negative answer (RFC 2308 §3)");
+            assert_eq!(soa.minimum, neg, "SOA minimum is negative_ttl");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_without_instances_is_nxdomain() {
+    let env = TestEnv::start(&[]).await;
+    let r = register(&env.client, "sms.rpc", "10.0.0.5:8001", 10).await;
+    let instance = r.instance_name();
+    wait_a(env.dns(), SMS, &["10.0.0.5"]);
+    r.revoke().await;
+    eventually(PROPAGATION, || check_nxdomain(env.dns(), SMS));
+    assert_nxdomain(&query_udp(env.dns(), SMS, RecordType::SRV, None), SMS);
+    assert_nxdomain(&query_udp(env.dns(), &instance, RecordType::A, None), &instance);
+    // With no service left under it, rpc.svc.local. is gone too.
+    assert_nxdomain(&query_udp(env.dns(), "rpc.svc.local.", RecordType::A, None), "rpc.svc.local.");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_keys_differing_in_case_merge() {
+    let env = TestEnv::start(&[]).await;
+    put(&env.client, "SMS.rpc/1", "10.0.0.1:80").await;
+    put(&env.client, "sms.rpc/2", "10.0.0.2:80").await;
+    wait_a(env.dns(), SMS, &["10.0.0.1", "10.0.0.2"]);
+    let msg = query_udp(env.dns(), SMS, RecordType::SRV, None);
+    let targets: BTreeSet<String> = srv_of(&msg.answers).iter().map(|s| lower(&s.target)).collect();
+    let want: BTreeSet<String> =
+        [format!("1.{SMS}"), format!("2.{SMS}")].into_iter().collect();
+    assert_eq!(targets, want, "{msg}");
+    wait_a(env.dns(), &format!("1.{SMS}"), &["10.0.0.1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_instance_id_gets_hashed_label() {
+    let env = TestEnv::start(&[]).await;
+    let key = "sms.rpc/Node_1";
+    put(&env.client, key, "10.0.0.9:80").await;
+    let label = hashed_label(key.as_bytes());
+    let name = format!("{label}.{SMS}");
+    wait_a(env.dns(), &name, &["10.0.0.9"]);
+    let msg = query_udp(env.dns(), SMS, RecordType::SRV, None);
+    let targets: Vec<String> = srv_of(&msg.answers).iter().map(|s| lower(&s.target)).collect();
+    assert_eq!(targets, vec![name], "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_name_wins_over_instance_name() {
+    let env = TestEnv::start(&[]).await;
+    put(&env.client, "b.rpc/a", "10.0.0.1:80").await;
+    put(&env.client, "a.b.rpc/1", "10.0.0.2:80").await;
+    wait_a(env.dns(), "1.a.b.rpc.svc.local.", &["10.0.0.2"]);
+    wait_a(env.dns(), "a.b.rpc.svc.local.", &["10.0.0.2"]);
+    let hashed = format!("{}.b.rpc.svc.local.", hashed_label(b"b.rpc/a"));
+    wait_a(env.dns(), &hashed, &["10.0.0.1"]);
+    wait_a(env.dns(), "b.rpc.svc.local.", &["10.0.0.1"]);
+    let msg = query_udp(env.dns(), "b.rpc.svc.local.", RecordType::SRV, None);
+    let targets: Vec<String> = srv_of(&msg.answers).iter().map(|s| lower(&s.target)).collect();
+    assert_eq!(targets, vec![hashed], "the instance takes its hashed label: {msg}");
+}
