@@ -68,6 +68,19 @@ port_busy() {
 # --- dependencies, ports, build --------------------------------------------
 "$root/scripts/install-deps.sh"
 
+# A Debian machine with systemd runs the etcd that the etcd-server package
+# starts on 2379: leave it alone and use a port of our own.
+if [ -z "${DEMO_ETCD_PORT:-}" ] && { port_busy "$etcd_port" || port_busy "$peer_port"; }; then
+    for candidate in $(seq 23790 10 23990); do
+        if ! port_busy "$candidate" && ! port_busy "$((candidate + 1))"; then
+            etcd_port=$candidate
+            break
+        fi
+    done
+    peer_port=$((etcd_port + 1))
+    etcd_endpoint="127.0.0.1:${etcd_port}"
+    say "127.0.0.1:2379 is in use (Debian's etcd service?); the demo's etcd uses ${etcd_endpoint} instead"
+fi
 if port_busy "$etcd_port" || port_busy "$peer_port"; then
     die "127.0.0.1:${etcd_port} or :${peer_port} is already in use (another etcd?).
 The demo starts its own etcd and will not touch a foreign one. Stop it (Debian's
