@@ -27,6 +27,7 @@
 //! - [`admin`]: the operator's HTTP endpoints.
 //! - [`status`]: readiness latch, etcd connection flag, skipped keys.
 //! - [`app`]: binds the listeners and runs everything until shutdown.
+//! - [`logging`]: `tracing` subscriber set-up (text or JSON, level filter).
 
 pub mod admin;
 pub mod app;
