@@ -190,7 +190,11 @@ pub async fn serve(
     ));
 
     // Wait for shutdown, or for a task that must not end.
+    // Biased: cancelling `shutdown` also ends the sync task (its token is
+    // a child), and that must read as a clean stop, not as a task that
+    // ended on its own.
     let outcome = tokio::select! {
+        biased;
         () = shutdown.cancelled() => Ok(()),
         result = &mut sync => match result {
             Ok(Ok(())) => Err(RunError::TaskEnded("etcd sync")),

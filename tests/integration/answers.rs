@@ -17,7 +17,10 @@ const SMS: &str = "sms.rpc.svc.local.";
 /// Checks what every in-zone answer must have: AA, the question echoed.
 #[track_caller]
 fn assert_authoritative(msg: &Message, name: &str) {
-    assert!(msg.metadata.authoritative, "AA bit missing for {name}: {msg}");
+    assert!(
+        msg.metadata.authoritative,
+        "AA bit missing for {name}: {msg}"
+    );
     assert_eq!(msg.queries.len(), 1, "question not echoed: {msg}");
     assert_eq!(lower(msg.queries[0].name()), name.to_ascii_lowercase());
 }
@@ -26,18 +29,31 @@ fn assert_authoritative(msg: &Message, name: &str) {
 #[track_caller]
 fn assert_nodata(msg: &Message, name: &str) {
     assert_authoritative(msg, name);
-    assert_eq!(msg.metadata.response_code, ResponseCode::NoError, "{name}: {msg}");
+    assert_eq!(
+        msg.metadata.response_code,
+        ResponseCode::NoError,
+        "{name}: {msg}"
+    );
     assert!(msg.answers.is_empty(), "{name}: NODATA with answers: {msg}");
-    let (_, _, owner) = soa_of(&msg.authorities).unwrap_or_else(|| panic!("{name}: no SOA in authority: {msg}"));
+    let (_, _, owner) =
+        soa_of(&msg.authorities).unwrap_or_else(|| panic!("{name}: no SOA in authority: {msg}"));
     assert_eq!(lower(&owner), ZONE);
 }
 
 #[track_caller]
 fn assert_nxdomain(msg: &Message, name: &str) {
     assert_authoritative(msg, name);
-    assert_eq!(msg.metadata.response_code, ResponseCode::NXDomain, "{name}: {msg}");
-    assert!(msg.answers.is_empty(), "{name}: NXDOMAIN with answers: {msg}");
-    let (_, _, owner) = soa_of(&msg.authorities).unwrap_or_else(|| panic!("{name}: no SOA in authority: {msg}"));
+    assert_eq!(
+        msg.metadata.response_code,
+        ResponseCode::NXDomain,
+        "{name}: {msg}"
+    );
+    assert!(
+        msg.answers.is_empty(),
+        "{name}: NXDOMAIN with answers: {msg}"
+    );
+    let (_, _, owner) =
+        soa_of(&msg.authorities).unwrap_or_else(|| panic!("{name}: no SOA in authority: {msg}"));
     assert_eq!(lower(&owner), ZONE);
 }
 
@@ -81,7 +97,11 @@ async fn a_and_aaaa_list_each_distinct_address_once() {
     assert_authoritative(&aaaa, SMS);
     assert_eq!(aaaa.metadata.response_code, ResponseCode::NoError);
     let want: Vec<Ipv6Addr> = vec!["fd00::5".parse().expect("v6")];
-    assert_eq!(aaaa_of(&aaaa.answers), want, "fd00::5 and fd00:0::5 are one AAAA: {aaaa}");
+    assert_eq!(
+        aaaa_of(&aaaa.answers),
+        want,
+        "fd00::5 and fd00:0::5 are one AAAA: {aaaa}"
+    );
     assert_eq!(aaaa.answers.len(), 1, "{aaaa}");
     for r in a.answers.iter().chain(&aaaa.answers) {
         assert_eq!(r.ttl, 5, "default positive TTL: {r}");
@@ -97,14 +117,21 @@ async fn a_records_rotate_between_responses() {
     for i in 1..=4 {
         regs.push(register(c, "sms.rpc", &format!("10.0.0.{i}:80"), 10).await);
     }
-    wait_a(env.dns(), SMS, &["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]);
+    wait_a(
+        env.dns(),
+        SMS,
+        &["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"],
+    );
     let mut firsts = BTreeSet::new();
     for _ in 0..20 {
         let msg = query_udp(env.dns(), SMS, RecordType::A, None);
         assert_eq!(msg.answers.len(), 4, "{msg}");
         firsts.insert(a_of(&msg.answers)[0]);
     }
-    assert!(firsts.len() > 1, "the first A record never changed across 20 responses: {firsts:?}");
+    assert!(
+        firsts.len() > 1,
+        "the first A record never changed across 20 responses: {firsts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,16 +154,28 @@ async fn srv_at_service_and_grpc_name_with_glue() {
     for name in [SMS.to_string(), format!("_grpc._tcp.{SMS}")] {
         eventually(PROPAGATION, || {
             let msg = try_query_tcp(env.dns(), &name, RecordType::SRV, None)?;
-            let got: BTreeSet<(u16, String)> =
-                srv_of(&msg.answers).iter().map(|s| (s.port, lower(&s.target))).collect();
-            if got == want { Ok(()) } else { Err(format!("{name} SRV {got:?}, want {want:?}")) }
+            let got: BTreeSet<(u16, String)> = srv_of(&msg.answers)
+                .iter()
+                .map(|s| (s.port, lower(&s.target)))
+                .collect();
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{name} SRV {got:?}, want {want:?}"))
+            }
         });
         let msg = query_tcp(env.dns(), &name, RecordType::SRV, None);
         assert_authoritative(&msg, &name);
-        assert_eq!(msg.answers.len(), 4, "two ids with one address are two SRV: {msg}");
+        assert_eq!(
+            msg.answers.len(),
+            4,
+            "two ids with one address are two SRV: {msg}"
+        );
         for r in &msg.answers {
             assert_eq!(lower(&r.name), name, "SRV owner is the question: {r}");
-            let RData::SRV(srv) = &r.data else { panic!("non-SRV answer {r}") };
+            let RData::SRV(srv) = &r.data else {
+                panic!("non-SRV answer {r}")
+            };
             assert_eq!((srv.priority, srv.weight), (0, 10), "{r}");
         }
         // Glue: the in-zone targets' addresses.
@@ -173,7 +212,11 @@ async fn instance_names_answer_their_address() {
     assert_eq!(msg.answers.len(), 1, "{msg}");
     let msg = query_udp(env.dns(), &v6.instance_name(), RecordType::AAAA, None);
     assert_authoritative(&msg, &v6.instance_name());
-    assert_eq!(aaaa_of(&msg.answers), vec!["fd00::7".parse::<Ipv6Addr>().expect("v6")], "{msg}");
+    assert_eq!(
+        aaaa_of(&msg.answers),
+        vec!["fd00::7".parse::<Ipv6Addr>().expect("v6")],
+        "{msg}"
+    );
     let msg = query_udp(env.dns(), &v4.instance_name(), RecordType::AAAA, None);
     assert_nodata(&msg, &v4.instance_name());
 }
@@ -189,7 +232,10 @@ async fn soa_and_ns_at_apex_and_serial_follows_revision() {
     assert_eq!(ttl, 7, "SOA as an answer carries the positive TTL");
     assert_eq!(lower(&soa.mname), format!("ns.{ZONE}"));
     assert_eq!(lower(&soa.rname), format!("hostmaster.{ZONE}"));
-    assert_eq!((soa.refresh, soa.retry, soa.expire, soa.minimum), (60, 10, 86400, 3));
+    assert_eq!(
+        (soa.refresh, soa.retry, soa.expire, soa.minimum),
+        (60, 10, 86400, 3)
+    );
 
     let ns = query_udp(env.dns(), ZONE, RecordType::NS, None);
     assert_authoritative(&ns, ZONE);
@@ -205,7 +251,10 @@ async fn soa_and_ns_at_apex_and_serial_follows_revision() {
 
     let before = serial(env.dns()).expect("serial");
     let put_rev = put(&env.client, "sms.rpc/1", "10.0.0.1:80").await;
-    assert!(i64::from(before) < put_rev, "serial {before} before put at {put_rev}");
+    assert!(
+        i64::from(before) < put_rev,
+        "serial {before} before put at {put_rev}"
+    );
     eventually(PROPAGATION, || match serial(env.dns())? {
         s if i64::from(s) == put_rev => Ok(()),
         s => Err(format!("serial {s}, want the put's revision {put_rev}")),
@@ -270,7 +319,11 @@ async fn zone_transfers_and_outside_names_are_refused() {
     let env = TestEnv::start(&[]).await;
     for rtype in [RecordType::AXFR, RecordType::IXFR] {
         let msg = query_tcp(env.dns(), ZONE, rtype, None);
-        assert_eq!(msg.metadata.response_code, ResponseCode::Refused, "{rtype}: {msg}");
+        assert_eq!(
+            msg.metadata.response_code,
+            ResponseCode::Refused,
+            "{rtype}: {msg}"
+        );
         assert!(msg.answers.is_empty(), "{msg}");
     }
     for (name, rtype) in [
@@ -280,7 +333,11 @@ async fn zone_transfers_and_outside_names_are_refused() {
         ("svc.local.example.", RecordType::A),
     ] {
         let msg = query_udp(env.dns(), name, rtype, None);
-        assert_eq!(msg.metadata.response_code, ResponseCode::Refused, "{name} {rtype}: {msg}");
+        assert_eq!(
+            msg.metadata.response_code,
+            ResponseCode::Refused,
+            "{name} {rtype}: {msg}"
+        );
         assert!(msg.answers.is_empty(), "{msg}");
     }
 }
@@ -290,11 +347,16 @@ async fn question_echoes_client_case_byte_for_byte() {
     let env = TestEnv::start(&[]).await;
     let _r = register(&env.client, "sms.rpc", "10.0.0.5:8001", 10).await;
     wait_a(env.dns(), SMS, &["10.0.0.5"]);
-    for (name, qtype) in [("SmS.RpC.SvC.LoCaL.", 1u16), ("NoPe.RpC.SvC.LoCaL.", 1), ("SVC.local.", 6)] {
+    for (name, qtype) in [
+        ("SmS.RpC.SvC.LoCaL.", 1u16),
+        ("NoPe.RpC.SvC.LoCaL.", 1),
+        ("SVC.local.", 6),
+    ] {
         let query = raw_query(0x4242, name, qtype, None);
         let question = &query[12..];
         for reply in [
-            udp_raw(env.dns(), &query, QUERY_TIMEOUT).unwrap_or_else(|| panic!("no reply for {name}")),
+            udp_raw(env.dns(), &query, QUERY_TIMEOUT)
+                .unwrap_or_else(|| panic!("no reply for {name}")),
             tcp_raw(env.dns(), &query).expect("TCP reply"),
         ] {
             assert!(reply.len() >= 12 + question.len(), "short reply for {name}");
@@ -331,7 +393,11 @@ async fn ttls_follow_ttl_and_negative_ttl() {
             let msg = query_udp(dns, name, rtype, None);
             let (soa, soa_ttl, _) =
                 soa_of(&msg.authorities).unwrap_or_else(|| panic!("no SOA in authority: {msg}"));
-            assert_eq!(soa_ttl, ttl.min(neg), "SOA TTL in a negative answer (RFC 2308 §3)");
+            assert_eq!(
+                soa_ttl,
+                ttl.min(neg),
+                "SOA TTL in a negative answer (RFC 2308 §3)"
+            );
             assert_eq!(soa.minimum, neg, "SOA minimum is negative_ttl");
         }
     }
@@ -346,9 +412,15 @@ async fn service_without_instances_is_nxdomain() {
     r.revoke().await;
     eventually(PROPAGATION, || check_nxdomain(env.dns(), SMS));
     assert_nxdomain(&query_udp(env.dns(), SMS, RecordType::SRV, None), SMS);
-    assert_nxdomain(&query_udp(env.dns(), &instance, RecordType::A, None), &instance);
+    assert_nxdomain(
+        &query_udp(env.dns(), &instance, RecordType::A, None),
+        &instance,
+    );
     // With no service left under it, rpc.svc.local. is gone too.
-    assert_nxdomain(&query_udp(env.dns(), "rpc.svc.local.", RecordType::A, None), "rpc.svc.local.");
+    assert_nxdomain(
+        &query_udp(env.dns(), "rpc.svc.local.", RecordType::A, None),
+        "rpc.svc.local.",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,9 +430,13 @@ async fn service_keys_differing_in_case_merge() {
     put(&env.client, "sms.rpc/2", "10.0.0.2:80").await;
     wait_a(env.dns(), SMS, &["10.0.0.1", "10.0.0.2"]);
     let msg = query_udp(env.dns(), SMS, RecordType::SRV, None);
-    let targets: BTreeSet<String> = srv_of(&msg.answers).iter().map(|s| lower(&s.target)).collect();
-    let want: BTreeSet<String> =
-        [format!("1.{SMS}"), format!("2.{SMS}")].into_iter().collect();
+    let targets: BTreeSet<String> = srv_of(&msg.answers)
+        .iter()
+        .map(|s| lower(&s.target))
+        .collect();
+    let want: BTreeSet<String> = [format!("1.{SMS}"), format!("2.{SMS}")]
+        .into_iter()
+        .collect();
     assert_eq!(targets, want, "{msg}");
     wait_a(env.dns(), &format!("1.{SMS}"), &["10.0.0.1"]);
 }
@@ -374,7 +450,10 @@ async fn invalid_instance_id_gets_hashed_label() {
     let name = format!("{label}.{SMS}");
     wait_a(env.dns(), &name, &["10.0.0.9"]);
     let msg = query_udp(env.dns(), SMS, RecordType::SRV, None);
-    let targets: Vec<String> = srv_of(&msg.answers).iter().map(|s| lower(&s.target)).collect();
+    let targets: Vec<String> = srv_of(&msg.answers)
+        .iter()
+        .map(|s| lower(&s.target))
+        .collect();
     assert_eq!(targets, vec![name], "{msg}");
 }
 
@@ -389,6 +468,30 @@ async fn service_name_wins_over_instance_name() {
     wait_a(env.dns(), &hashed, &["10.0.0.1"]);
     wait_a(env.dns(), "b.rpc.svc.local.", &["10.0.0.1"]);
     let msg = query_udp(env.dns(), "b.rpc.svc.local.", RecordType::SRV, None);
-    let targets: Vec<String> = srv_of(&msg.answers).iter().map(|s| lower(&s.target)).collect();
-    assert_eq!(targets, vec![hashed], "the instance takes its hashed label: {msg}");
+    let targets: Vec<String> = srv_of(&msg.answers)
+        .iter()
+        .map(|s| lower(&s.target))
+        .collect();
+    assert_eq!(
+        targets,
+        vec![hashed],
+        "the instance takes its hashed label: {msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_flag_moves_the_apex() {
+    let env = TestEnv::start(&["--zone", "svc.internal"]).await;
+    put(&env.client, "sms.rpc/1", "10.0.0.1:80").await;
+    wait_a(env.dns(), "sms.rpc.svc.internal.", &["10.0.0.1"]);
+    let soa = query_udp(env.dns(), "svc.internal.", RecordType::SOA, None);
+    let (soa, _, _) =
+        soa_of(&soa.answers).unwrap_or_else(|| panic!("no SOA at the new apex: {soa}"));
+    assert_eq!(lower(&soa.mname), "ns.svc.internal.");
+    let old = query_udp(env.dns(), SMS, RecordType::A, None);
+    assert_eq!(
+        old.metadata.response_code,
+        ResponseCode::Refused,
+        "the default zone is now outside: {old}"
+    );
 }

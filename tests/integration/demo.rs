@@ -24,7 +24,10 @@ fn demo_script_answers() {
         eprintln!("skipped: {} does not exist", script.display());
         return;
     }
-    let busy: Vec<u16> = [2379, 2380, 5353, 9153].into_iter().filter(|p| !port_free(*p)).collect();
+    let busy: Vec<u16> = [2379, 2380, 5353, 9153]
+        .into_iter()
+        .filter(|p| !port_free(*p))
+        .collect();
     if !busy.is_empty() {
         eprintln!("skipped: demo ports {busy:?} are in use on 127.0.0.1");
         return;
@@ -47,7 +50,10 @@ fn demo_script_answers() {
         }
         if Instant::now() >= deadline {
             // SIGTERM lets the script's trap stop what it started.
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let _ = child.wait();
             break None;
         }

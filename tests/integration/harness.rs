@@ -10,9 +10,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{
-    Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket,
-};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -124,7 +122,9 @@ impl Etcd {
         for _ in 0..3 {
             // /dev/shm keeps etcd's fsyncs cheap when many tests run at once.
             let dir = match Path::new("/dev/shm").is_dir() {
-                true => tempfile::Builder::new().prefix("rpcdns-etcd-").tempdir_in("/dev/shm"),
+                true => tempfile::Builder::new()
+                    .prefix("rpcdns-etcd-")
+                    .tempdir_in("/dev/shm"),
                 false => tempfile::Builder::new().prefix("rpcdns-etcd-").tempdir(),
             }
             .expect("create etcd temp dir");
@@ -159,10 +159,15 @@ impl Etcd {
         let client_url = format!("http://127.0.0.1:{}", self.client_port);
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
         let log = File::create(self.log_path()).map_err(|e| format!("create etcd log: {e}"))?;
-        let log2 = log.try_clone().map_err(|e| format!("clone etcd log: {e}"))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| format!("clone etcd log: {e}"))?;
         let child = Command::new(Self::binary())
             .arg("--name=test")
-            .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
             .arg(format!("--listen-client-urls={client_url}"))
             .arg(format!("--advertise-client-urls={client_url}"))
             .arg(format!("--listen-peer-urls={peer_url}"))
@@ -346,11 +351,7 @@ pub async fn put(client: &Client, key: impl Into<Vec<u8>>, value: impl Into<Vec<
 
 /// Delete one key; returns the revision after the delete.
 pub async fn delete(client: &Client, key: impl Into<Vec<u8>>) -> i64 {
-    let resp = client
-        .clone()
-        .delete(key, None)
-        .await
-        .expect("etcd delete");
+    let resp = client.clone().delete(key, None).await.expect("etcd delete");
     resp.header().expect("delete response header").revision()
 }
 
@@ -548,6 +549,27 @@ impl Rpcdns {
     pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
+
+    /// Sends SIGTERM (through kill(1): std only sends SIGKILL) and waits up
+    /// to `within` for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill(1)");
+        assert!(sent.success(), "kill -TERM {} failed", self.child.id());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.try_exit() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
 }
 
 impl Drop for Rpcdns {
@@ -598,7 +620,9 @@ pub fn run_rpcdns(args: &[&str], within: Duration) -> (Option<i32>, String, Stri
             let _ = child.wait();
             let out = out_thread.join().unwrap_or_default();
             let err = err_thread.join().unwrap_or_default();
-            panic!("rpcdns {args:?} still running after {within:?}; stdout:\n{out}\nstderr:\n{err}");
+            panic!(
+                "rpcdns {args:?} still running after {within:?}; stdout:\n{out}\nstderr:\n{err}"
+            );
         }
         std::thread::sleep(POLL_INTERVAL);
     };
@@ -643,8 +667,8 @@ pub fn http_get(addr: impl ToSocketAddrs, path: &str) -> Result<(u16, String), S
         .map_err(|e| e.to_string())?
         .next()
         .ok_or("no address")?;
-    let mut stream =
-        TcpStream::connect_timeout(&addr, QUERY_TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, QUERY_TIMEOUT)
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     stream
         .set_read_timeout(Some(QUERY_TIMEOUT))
         .map_err(|e| e.to_string())?;
@@ -666,10 +690,15 @@ pub fn http_get(addr: impl ToSocketAddrs, path: &str) -> Result<(u16, String), S
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("no status code in {head:?}"))?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
-    let body = if chunked { dechunk(body)? } else { body.to_string() };
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_string()
+    };
     Ok((status, body))
 }
 
@@ -730,8 +759,8 @@ pub fn udp_raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Option<Vec<
 /// Sends every message in `queries` on one TCP connection (written in one
 /// go, pipelined) and reads as many framed replies.
 pub fn tcp_raw_many(addr: SocketAddr, queries: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, QUERY_TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, QUERY_TIMEOUT)
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     stream
         .set_read_timeout(Some(QUERY_TIMEOUT))
         .map_err(|e| e.to_string())?;
@@ -776,8 +805,12 @@ fn decode_reply(query: &Message, bytes: &[u8]) -> Result<Message, String> {
 /// A UDP exchange returning the reply and its size in octets.
 pub fn try_exchange_udp(addr: SocketAddr, query: &Message) -> Result<(Message, usize), String> {
     let bytes = query.to_vec().map_err(|e| e.to_string())?;
-    let reply = udp_raw(addr, &bytes, QUERY_TIMEOUT)
-        .ok_or_else(|| format!("no UDP reply within {QUERY_TIMEOUT:?} to {:?}", query.queries))?;
+    let reply = udp_raw(addr, &bytes, QUERY_TIMEOUT).ok_or_else(|| {
+        format!(
+            "no UDP reply within {QUERY_TIMEOUT:?} to {:?}",
+            query.queries
+        )
+    })?;
     Ok((decode_reply(query, &reply)?, reply.len()))
 }
 
@@ -823,7 +856,11 @@ pub fn query_tcp(addr: SocketAddr, name: &str, rtype: RecordType, edns: Option<u
 /// Wire form of `name`, letter case kept as given (`SmS.rpc.` stays so).
 pub fn encode_name(name: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for label in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         out.push(u8::try_from(label.len()).expect("test label fits a length byte"));
         out.extend_from_slice(label.as_bytes());
     }
@@ -956,7 +993,10 @@ pub fn check_nxdomain(dns: SocketAddr, name: &str) -> Result<(), String> {
     let msg = try_query_udp(dns, name, RecordType::A, Some(1232))?;
     match msg.metadata.response_code {
         hickory_proto::op::ResponseCode::NXDomain => Ok(()),
-        code => Err(format!("{name} A: rcode {code}, answers {:?}", a_of(&msg.answers))),
+        code => Err(format!(
+            "{name} A: rcode {code}, answers {:?}",
+            a_of(&msg.answers)
+        )),
     }
 }
 
@@ -1158,10 +1198,17 @@ mod tests {
         assert!(got.kvs().is_empty(), "revoke deletes the key");
 
         etcd.stop();
-        assert!(http_get(etcd.client_addr(), "/health").is_err(), "stopped etcd still answers");
+        assert!(
+            http_get(etcd.client_addr(), "/health").is_err(),
+            "stopped etcd still answers"
+        );
         etcd.restart();
         let client = etcd.client().await;
-        let got = client.clone().get("a.rpc/1", None).await.expect("get after restart");
+        let got = client
+            .clone()
+            .get("a.rpc/1", None)
+            .await
+            .expect("get after restart");
         assert_eq!(got.kvs()[0].value(), b"10.0.0.1:80");
     }
 
@@ -1176,8 +1223,14 @@ mod tests {
         held.set_read_timeout(Some(QUERY_TIMEOUT)).expect("timeout");
         proxy.cut();
         let mut buf = [0u8; 1];
-        assert!(matches!(held.read(&mut buf), Ok(0) | Err(_)), "held connection survives cut");
-        assert!(TcpStream::connect(proxy.endpoint()).is_err(), "cut proxy accepts");
+        assert!(
+            matches!(held.read(&mut buf), Ok(0) | Err(_)),
+            "held connection survives cut"
+        );
+        assert!(
+            TcpStream::connect(proxy.endpoint()).is_err(),
+            "cut proxy accepts"
+        );
         proxy.restore();
         let (code, _) = http_get(proxy.endpoint().as_str(), "/health").expect("after restore");
         assert_eq!(code, 200);
@@ -1193,7 +1246,10 @@ mod tests {
         assert_eq!(hashed_label(b"abc"), "ba7816bf8f01cfea");
         assert_eq!(strip_ansi("\u{1b}[32mINFO\u{1b}[0m x"), "INFO x");
         assert_eq!(
-            find_addr("2025 INFO listening for dns on 127.0.0.1:5353 x", "listening for dns on "),
+            find_addr(
+                "2025 INFO listening for dns on 127.0.0.1:5353 x",
+                "listening for dns on "
+            ),
             Some("127.0.0.1:5353".parse().expect("addr"))
         );
     }

@@ -6,5 +6,6 @@ mod answers;
 mod config;
 mod demo;
 mod harness;
+mod lifecycle;
 mod sync;
 mod transport;

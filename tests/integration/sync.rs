@@ -42,7 +42,9 @@ async fn lease_expiry_removes_the_instance() {
     let dies = register(&env.client, "sms.rpc", "10.0.0.2:80", 2).await;
     wait_a(env.dns(), SMS, &["10.0.0.1", "10.0.0.2"]);
     drop(dies); // no more keep-alives: etcd expires the lease (≥ its minimum TTL)
-    eventually(Duration::from_secs(15), || check_a(env.dns(), SMS, &ipv4s(&["10.0.0.1"])));
+    eventually(Duration::from_secs(15), || {
+        check_a(env.dns(), SMS, &ipv4s(&["10.0.0.1"]))
+    });
     drop(stays);
 }
 
@@ -71,7 +73,11 @@ async fn bad_values_skip_only_their_instance() {
     put(c, "sms.rpc/good2", "10.0.0.2:80").await;
     wait_a(env.dns(), SMS, &["10.0.0.1", "10.0.0.2"]);
     let srv = query_udp(env.dns(), SMS, RecordType::SRV, Some(1232));
-    assert_eq!(srv_of(&srv.answers).len(), 2, "only the good instances: {srv}");
+    assert_eq!(
+        srv_of(&srv.answers).len(),
+        2,
+        "only the good instances: {srv}"
+    );
     eventually(PROPAGATION, || {
         let skipped = env.rpcdns.skipped()?;
         let keys: BTreeMap<String, String> = skipped.into_iter().collect();
@@ -97,16 +103,26 @@ async fn value_turning_bad_withdraws_the_instance() {
     wait_a(env.dns(), SMS, &["10.0.0.1", "10.0.0.2"]);
     put(&env.client, "sms.rpc/1", "10.0.0.1").await; // port lost
     wait_a(env.dns(), SMS, &["10.0.0.2"]);
-    eventually(PROPAGATION, || check_nxdomain(env.dns(), &format!("1.{SMS}")));
+    eventually(PROPAGATION, || {
+        check_nxdomain(env.dns(), &format!("1.{SMS}"))
+    });
     eventually(PROPAGATION, || {
         let skipped = env.rpcdns.skipped()?;
-        if skipped.iter().any(|(k, _)| k == "sms.rpc/1") { Ok(()) } else { Err(format!("{skipped:?}")) }
+        if skipped.iter().any(|(k, _)| k == "sms.rpc/1") {
+            Ok(())
+        } else {
+            Err(format!("{skipped:?}"))
+        }
     });
     put(&env.client, "sms.rpc/1", "10.0.0.3:80").await; // fixed again
     wait_a(env.dns(), SMS, &["10.0.0.2", "10.0.0.3"]);
     eventually(PROPAGATION, || {
         let skipped = env.rpcdns.skipped()?;
-        if skipped.iter().any(|(k, _)| k == "sms.rpc/1") { Err(format!("still skipped: {skipped:?}")) } else { Ok(()) }
+        if skipped.iter().any(|(k, _)| k == "sms.rpc/1") {
+            Err(format!("still skipped: {skipped:?}"))
+        } else {
+            Ok(())
+        }
     });
     // The only instance turning bad takes the whole service away.
     put(&env.client, "sms.rpc/2", "0.0.0.0:80").await;
@@ -118,19 +134,38 @@ async fn value_turning_bad_withdraws_the_instance() {
 async fn keys_of_other_programs_are_ignored() {
     let env = TestEnv::start(&[]).await;
     let c = &env.client;
-    for key in ["config/app", "sms.grpc/1", "rpc/1", "sms.rpc.extra/1", "sms.rpcx/1", "/sms.rpc/1"] {
+    for key in [
+        "config/app",
+        "sms.grpc/1",
+        "rpc/1",
+        "sms.rpc.extra/1",
+        "sms.rpcx/1",
+        "/sms.rpc/1",
+    ] {
         put(c, key, "10.0.0.9:80").await;
     }
     put(c, "control.rpc/1", "10.0.0.1:80").await;
     wait_a(env.dns(), "control.rpc.svc.local.", &["10.0.0.1"]);
-    for name in ["sms.grpc.svc.local.", "1.rpc.svc.local.", "sms.rpc.extra.svc.local.", "sms.rpcx.svc.local.", "app.svc.local."] {
+    for name in [
+        "sms.grpc.svc.local.",
+        "1.rpc.svc.local.",
+        "sms.rpc.extra.svc.local.",
+        "sms.rpcx.svc.local.",
+        "app.svc.local.",
+    ] {
         check_nxdomain(env.dns(), name).unwrap_or_else(|e| panic!("{e}"));
     }
     // rpc.svc.local. exists only as the parent of control.rpc: no records.
     let msg = query_udp(env.dns(), "rpc.svc.local.", RecordType::A, None);
-    assert!(msg.answers.is_empty(), "key rpc/1 must not be served: {msg}");
+    assert!(
+        msg.answers.is_empty(),
+        "key rpc/1 must not be served: {msg}"
+    );
     let skipped = env.rpcdns.skipped().expect("skipped");
-    assert!(skipped.is_empty(), "keys of other programs are not \"skipped\", just ignored: {skipped:?}");
+    assert!(
+        skipped.is_empty(),
+        "keys of other programs are not \"skipped\", just ignored: {skipped:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +176,8 @@ async fn pattern_flag_replaces_the_default() {
     put(&env.client, "mall.order/1", "10.0.0.3:80").await;
     wait_a(env.dns(), "user.api.svc.local.", &["10.0.0.2"]);
     wait_a(env.dns(), "mall.order.svc.local.", &["10.0.0.3"]);
-    check_nxdomain(env.dns(), "b.rpc.svc.local.").unwrap_or_else(|e| panic!("--pattern must replace *.rpc: {e}"));
+    check_nxdomain(env.dns(), "b.rpc.svc.local.")
+        .unwrap_or_else(|e| panic!("--pattern must replace *.rpc: {e}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,13 +187,24 @@ async fn readyz_is_503_until_the_first_full_read() {
     put(&client, "sms.rpc/1", "10.0.0.1:80").await;
     let proxy = Proxy::start_cut(etcd.client_addr());
     let rpcdns = Rpcdns::start(&proxy.endpoint(), &[]);
-    assert_eq!(http_get(rpcdns.http_addr, "/healthz").expect("healthz").0, 200);
-    assert_eq!(rpcdns.readyz().expect("readyz"), 503, "ready before any etcd read");
+    assert_eq!(
+        http_get(rpcdns.http_addr, "/healthz").expect("healthz").0,
+        200
+    );
+    assert_eq!(
+        rpcdns.readyz().expect("readyz"),
+        503,
+        "ready before any etcd read"
+    );
     // Still not ready a while later (rpcdns keeps retrying a dead endpoint).
     let deadline = std::time::Instant::now() + Duration::from_millis(500);
     eventually(Duration::from_secs(2), || {
         assert_eq!(rpcdns.readyz()?, 503, "ready without etcd");
-        if std::time::Instant::now() >= deadline { Ok(()) } else { Err("watching".into()) }
+        if std::time::Instant::now() >= deadline {
+            Ok(())
+        } else {
+            Err("watching".into())
+        }
     });
     proxy.restore();
     rpcdns.wait_ready_within(RECONNECT);
@@ -177,12 +224,18 @@ async fn etcd_outage_keeps_answers_and_restart_resumes() {
         true => Err("etcd_connected still true with etcd stopped".into()),
     });
     check_a(env.dns(), SMS, &ipv4s(&["10.0.0.1"])).expect("answers from the last-known zone");
-    assert_eq!(env.rpcdns.readyz(), Ok(200), "/readyz must stay 200 through an outage");
+    assert_eq!(
+        env.rpcdns.readyz(),
+        Ok(200),
+        "/readyz must stay 200 through an outage"
+    );
 
     env.etcd.restart();
     let client = env.etcd.client().await;
     put(&client, "sms.rpc/2", "10.0.0.2:80").await;
-    eventually(RECONNECT, || check_a(env.dns(), SMS, &ipv4s(&["10.0.0.1", "10.0.0.2"])));
+    eventually(RECONNECT, || {
+        check_a(env.dns(), SMS, &ipv4s(&["10.0.0.1", "10.0.0.2"]))
+    });
     eventually(PROPAGATION, || match env.rpcdns.etcd_connected()? {
         true => Ok(()),
         false => Err("etcd_connected false after reconnecting".into()),
@@ -242,7 +295,8 @@ async fn compaction_during_outage_forces_a_full_reread() {
         .compact(last, Some(CompactionOptions::new().with_physical()))
         .await
         .expect("compact");
-    check_a(dns, SMS, &ipv4s(&["10.0.0.1", "10.0.0.2"])).expect("last-known zone during the outage");
+    check_a(dns, SMS, &ipv4s(&["10.0.0.1", "10.0.0.2"]))
+        .expect("last-known zone during the outage");
 
     proxy.restore();
     let want = expected_zone(&client).await;
@@ -255,7 +309,11 @@ async fn compaction_during_outage_forces_a_full_reread() {
     });
     let serial = query_udp(dns, ZONE, RecordType::SOA, None);
     let (soa, _, _) = soa_of(&serial.answers).expect("SOA");
-    assert!(i64::from(soa.serial) >= last, "serial {} after re-reading at {last}", soa.serial);
+    assert!(
+        i64::from(soa.serial) >= last,
+        "serial {} after re-reading at {last}",
+        soa.serial
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,13 +332,50 @@ async fn paged_first_read_loads_every_key() {
                 )
             })
             .collect();
-        client.clone().txn(Txn::new().and_then(ops)).await.expect("txn of puts");
+        client
+            .clone()
+            .txn(Txn::new().and_then(ops))
+            .await
+            .expect("txn of puts");
     }
     let rpcdns = Rpcdns::start(&etcd.endpoint(), &[]);
     rpcdns.wait_ready_within(Duration::from_secs(30));
     for s in 0..SERVICES {
         let name = format!("svc{s}.rpc.svc.local.");
         let msg = query_tcp(rpcdns.dns_addr, &name, RecordType::A, None);
-        assert_eq!(msg.answers.len(), PER_SERVICE as usize, "{name}: {} A after the first read", msg.answers.len());
+        assert_eq!(
+            msg.answers.len(),
+            PER_SERVICE as usize,
+            "{name}: {} A after the first read",
+            msg.answers.len()
+        );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoint_among_several_is_invisible() {
+    let etcd = Etcd::start();
+    let client = etcd.client().await;
+    put(&client, "sms.rpc/1", "10.0.0.1:80").await;
+    let dead = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let rpcdns = Rpcdns::start(&format!("{dead},{}", etcd.endpoint()), &[]);
+    rpcdns.wait_ready_within(RECONNECT);
+    wait_a(rpcdns.dns_addr, SMS, &["10.0.0.1"]);
+    put(&client, "sms.rpc/2", "10.0.0.2:80").await;
+    wait_a(rpcdns.dns_addr, SMS, &["10.0.0.1", "10.0.0.2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_only_filters_what_is_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("rpcdns.yaml");
+    std::fs::write(&path, "etcd:\n  prefix: \"mall.\"\n").expect("write config");
+    let path = path.display().to_string();
+    let env = TestEnv::start(&["--config", &path]).await;
+    put(&env.client, "sms.rpc/1", "10.0.0.1:80").await;
+    put(&env.client, "mall.user.rpc/1", "10.0.0.2:80").await;
+    // The service key is still the whole part before the first '/'.
+    wait_a(env.dns(), "mall.user.rpc.svc.local.", &["10.0.0.2"]);
+    check_nxdomain(env.dns(), SMS)
+        .unwrap_or_else(|e| panic!("a key outside the prefix is served: {e}"));
 }

@@ -17,7 +17,12 @@ async fn put_instances(env: &TestEnv, service: &str, n: u32) -> Vec<String> {
     let mut addrs = Vec::new();
     for i in 0..n {
         let addr = format!("10.1.{}.{}", i / 200, i % 200 + 1);
-        put(&env.client, format!("{service}/{}", 7_587_869_364_815_470_000u64 + u64::from(i)), format!("{addr}:8000")).await;
+        put(
+            &env.client,
+            format!("{service}/{}", 7_587_869_364_815_470_000u64 + u64::from(i)),
+            format!("{addr}:8000"),
+        )
+        .await;
         addrs.push(addr);
     }
     addrs
@@ -39,10 +44,18 @@ async fn udp_without_edns_fits_512_and_has_no_opt() {
     put_instances(&env, "small.rpc", 3).await;
     wait_count(env.dns(), "small.rpc.svc.local.", 3);
     for rtype in [RecordType::A, RecordType::SRV, RecordType::SOA] {
-        let name = if rtype == RecordType::SOA { ZONE } else { "small.rpc.svc.local." };
-        let (msg, size) = try_exchange_udp(env.dns(), &build_query(name, rtype, None)).expect("reply");
+        let name = if rtype == RecordType::SOA {
+            ZONE
+        } else {
+            "small.rpc.svc.local."
+        };
+        let (msg, size) =
+            try_exchange_udp(env.dns(), &build_query(name, rtype, None)).expect("reply");
         assert!(size <= 512, "{rtype}: {size} octets without EDNS");
-        assert!(msg.edns.is_none(), "{rtype}: OPT in a reply to a query without EDNS");
+        assert!(
+            msg.edns.is_none(),
+            "{rtype}: OPT in a reply to a query without EDNS"
+        );
         assert!(!msg.metadata.truncation, "{rtype}: small answer truncated");
     }
 }
@@ -55,10 +68,15 @@ async fn large_rrset_truncates_over_udp_and_is_whole_over_tcp() {
     wait_count(env.dns(), name, 60);
 
     // No EDNS: 60 A records (~960 octets) cannot fit in 512.
-    let (msg, size) = try_exchange_udp(env.dns(), &build_query(name, RecordType::A, None)).expect("reply");
+    let (msg, size) =
+        try_exchange_udp(env.dns(), &build_query(name, RecordType::A, None)).expect("reply");
     assert!(size <= 512, "{size} octets without EDNS");
     assert!(msg.metadata.truncation, "TC not set: {msg}");
-    assert!(msg.answers.is_empty() || msg.answers.len() == 60, "partial RRset: {} A", msg.answers.len());
+    assert!(
+        msg.answers.is_empty() || msg.answers.len() == 60,
+        "partial RRset: {} A",
+        msg.answers.len()
+    );
     assert!(msg.edns.is_none(), "OPT without EDNS in the query");
 
     let tcp = query_tcp(env.dns(), name, RecordType::A, None);
@@ -66,24 +84,35 @@ async fn large_rrset_truncates_over_udp_and_is_whole_over_tcp() {
     assert!(!tcp.metadata.truncation);
 
     // EDNS 4096: capped at the default max_udp_payload 1232; 60 A fit.
-    let (msg, size) = try_exchange_udp(env.dns(), &build_query(name, RecordType::A, Some(4096))).expect("reply");
+    let (msg, size) =
+        try_exchange_udp(env.dns(), &build_query(name, RecordType::A, Some(4096))).expect("reply");
     assert!(size <= 1232, "{size} octets with EDNS 4096 (cap 1232)");
     assert!(msg.edns.is_some(), "EDNS query answered without OPT");
     assert_eq!(msg.answers.len(), 60, "{msg}");
     assert!(!msg.metadata.truncation);
 
     // 60 SRV (~2,400 octets) do not fit in 1232: TC, with OPT, no partial set.
-    let (msg, size) = try_exchange_udp(env.dns(), &build_query(name, RecordType::SRV, Some(4096))).expect("reply");
+    let (msg, size) = try_exchange_udp(env.dns(), &build_query(name, RecordType::SRV, Some(4096)))
+        .expect("reply");
     assert!(size <= 1232, "{size} octets with EDNS 4096 (cap 1232)");
     assert!(msg.metadata.truncation, "TC not set for 60 SRV");
     assert!(msg.edns.is_some(), "truncated answer lacks OPT");
-    assert!(msg.answers.is_empty() || msg.answers.len() == 60, "partial RRset: {} SRV", msg.answers.len());
+    assert!(
+        msg.answers.is_empty() || msg.answers.len() == 60,
+        "partial RRset: {} SRV",
+        msg.answers.len()
+    );
 
     // A client buffer below the cap is honoured.
-    let (msg, size) = try_exchange_udp(env.dns(), &build_query(name, RecordType::A, Some(700))).expect("reply");
+    let (msg, size) =
+        try_exchange_udp(env.dns(), &build_query(name, RecordType::A, Some(700))).expect("reply");
     assert!(size <= 700, "{size} octets for a 700-octet buffer");
     assert!(msg.metadata.truncation, "60 A do not fit in 700");
-    assert!(msg.answers.is_empty(), "partial RRset: {} A", msg.answers.len());
+    assert!(
+        msg.answers.is_empty(),
+        "partial RRset: {} A",
+        msg.answers.len()
+    );
 
     let tcp = query_tcp(env.dns(), name, RecordType::SRV, Some(4096));
     assert_eq!(tcp.answers.len(), 60);
@@ -100,7 +129,12 @@ async fn glue_that_does_not_fit_is_left_out_without_tc() {
     // 224 octets or more: the answer fits in 512 however it is encoded, the
     // glue never does.
     for i in 0..8u64 {
-        put(&env.client, format!("g.rpc/{}", 7_587_869_364_815_470_000u64 + i), format!("[fd00::{}]:8000", i + 1)).await;
+        put(
+            &env.client,
+            format!("g.rpc/{}", 7_587_869_364_815_470_000u64 + i),
+            format!("[fd00::{}]:8000", i + 1),
+        )
+        .await;
     }
     eventually(PROPAGATION, || {
         let msg = try_query_tcp(env.dns(), name, RecordType::AAAA, None)?;
@@ -109,13 +143,24 @@ async fn glue_that_does_not_fit_is_left_out_without_tc() {
             n => Err(format!("{n} AAAA, want 8")),
         }
     });
-    let (msg, size) = try_exchange_udp(env.dns(), &build_query(name, RecordType::SRV, None)).expect("reply");
+    let (msg, size) =
+        try_exchange_udp(env.dns(), &build_query(name, RecordType::SRV, None)).expect("reply");
     assert!(size <= 512, "{size} octets without EDNS");
-    assert!(!msg.metadata.truncation, "TC set although the answer fits (RFC 2181 §9): {msg}");
+    assert!(
+        !msg.metadata.truncation,
+        "TC set although the answer fits (RFC 2181 §9): {msg}"
+    );
     assert_eq!(srv_of(&msg.answers).len(), 8, "{msg}");
-    assert!(aaaa_of(&msg.additionals).len() < 8, "all glue cannot fit in 512 octets");
+    assert!(
+        aaaa_of(&msg.additionals).len() < 8,
+        "all glue cannot fit in 512 octets"
+    );
     let tcp = query_tcp(env.dns(), name, RecordType::SRV, None);
-    assert_eq!(aaaa_of(&tcp.additionals).len(), 8, "TCP carries all the glue");
+    assert_eq!(
+        aaaa_of(&tcp.additionals).len(),
+        8,
+        "TCP carries all the glue"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,20 +174,38 @@ async fn edns_rules_of_rfc_6891() {
     let reply = udp_raw(env.dns(), &q, QUERY_TIMEOUT).expect("reply to EDNS version 1");
     let msg = Message::from_vec(&reply).expect("decodable reply");
     // hickory decodes 16 as BADSIG (same number, TSIG context); compare it.
-    assert_eq!(u16::from(msg.metadata.response_code), 16, "want BADVERS: {msg}");
-    assert_eq!(raw_rcode(&reply), 0, "BADVERS's low bits in the header are 0");
+    assert_eq!(
+        u16::from(msg.metadata.response_code),
+        16,
+        "want BADVERS: {msg}"
+    );
+    assert_eq!(
+        raw_rcode(&reply),
+        0,
+        "BADVERS's low bits in the header are 0"
+    );
     let edns = msg.edns.as_ref().expect("BADVERS comes in an OPT");
     assert_eq!(edns.version(), 0, "responder's EDNS version");
     assert!(msg.answers.is_empty());
 
     // Unknown option and undefined flag bits: ignored and not echoed.
-    let q = raw_query(2, "e.rpc.svc.local.", 1, Some(raw_opt(1232, 0, 0x4000, &[(65001, b"abc")])));
+    let q = raw_query(
+        2,
+        "e.rpc.svc.local.",
+        1,
+        Some(raw_opt(1232, 0, 0x4000, &[(65001, b"abc")])),
+    );
     let reply = udp_raw(env.dns(), &q, QUERY_TIMEOUT).expect("reply");
     let msg = Message::from_vec(&reply).expect("decodable reply");
     assert_eq!(msg.metadata.response_code, ResponseCode::NoError, "{msg}");
     assert_eq!(msg.answers.len(), 1, "{msg}");
     let edns = msg.edns.as_ref().expect("EDNS answered with EDNS");
-    let codes: Vec<u16> = edns.options().as_ref().iter().map(|(c, _)| u16::from(*c)).collect();
+    let codes: Vec<u16> = edns
+        .options()
+        .as_ref()
+        .iter()
+        .map(|(c, _)| u16::from(*c))
+        .collect();
     assert!(!codes.contains(&65001), "unknown option echoed: {codes:?}");
     assert_eq!(edns.flags().z, 0, "undefined EDNS flag bits echoed");
 }
@@ -186,7 +249,10 @@ async fn pipelined_tcp_queries_are_all_answered() {
     .into_iter()
     .map(|(n, t)| build_query(n, t, None))
     .collect();
-    let bytes: Vec<Vec<u8>> = queries.iter().map(|q| q.to_vec().expect("encode")).collect();
+    let bytes: Vec<Vec<u8>> = queries
+        .iter()
+        .map(|q| q.to_vec().expect("encode"))
+        .collect();
     let replies = tcp_raw_many(env.dns(), &bytes).expect("all replies on one connection");
     let mut want: Vec<u16> = queries.iter().map(|q| q.metadata.id).collect();
     let mut got: Vec<u16> = replies
@@ -249,7 +315,10 @@ async fn malformed_queries_never_stop_the_server() {
 
     let good = build_query("m.rpc.svc.local.", RecordType::A, None);
     for (what, packet) in &cases {
-        assert!(Message::from_vec(packet).is_err(), "test case {what} is not malformed");
+        assert!(
+            Message::from_vec(packet).is_err(),
+            "test case {what} is not malformed"
+        );
         if let Some(reply) = udp_raw(env.dns(), packet, Duration::from_millis(500)) {
             assert!(reply.len() >= 4, "{what}: reply of {} octets", reply.len());
             assert_ne!(reply[2] & 0x80, 0, "{what}: reply without QR");
@@ -258,7 +327,11 @@ async fn malformed_queries_never_stop_the_server() {
         if !packet.is_empty() {
             // Over TCP: a FORMERR or a closed connection, never a hang.
             if let Ok(reply) = tcp_raw(env.dns(), packet) {
-                assert_eq!(raw_rcode(&reply), 1, "{what} over TCP: reply is not FORMERR");
+                assert_eq!(
+                    raw_rcode(&reply),
+                    1,
+                    "{what} over TCP: reply is not FORMERR"
+                );
             }
         }
         let (msg, _) = try_exchange_udp(env.dns(), &good)
