@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use hickory_proto::rr::Name;
 use hickory_server::Server;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -21,6 +21,7 @@ use crate::dns::DnsHandler;
 use crate::etcd;
 use crate::registration::Patterns;
 use crate::status::SyncStatus;
+use crate::udp::{self, UdpServer};
 use crate::watcher::Watcher;
 use crate::zone::{ZoneParams, ZoneStore, ZoneWriter};
 
@@ -45,6 +46,8 @@ pub enum RunError {
     BindDns { addr: SocketAddr, source: io::Error },
     #[error("failed to bind http listener {addr}: {source}")]
     BindHttp { addr: SocketAddr, source: io::Error },
+    #[error("failed to start the udp threads: {0}")]
+    UdpThreads(io::Error),
     #[error("failed to install the signal handler: {0}")]
     Signal(io::Error),
     #[error("etcd sync failed: {0}")]
@@ -56,7 +59,9 @@ pub enum RunError {
 /// The bound DNS and HTTP listeners; bound before anything runs so that a
 /// port in use is a startup error, and so tests can use port 0.
 pub struct Listeners {
-    pub dns: Vec<(UdpSocket, TcpListener)>,
+    /// Per DNS address: one UDP socket per worker thread (all on the same
+    /// port, `SO_REUSEPORT`), and the TCP listener on that port.
+    pub dns: Vec<(Vec<std::net::UdpSocket>, TcpListener)>,
     pub http: TcpListener,
 }
 
@@ -64,41 +69,48 @@ impl Listeners {
     /// Binds every DNS address (UDP and TCP on the same port) and the HTTP
     /// address, and logs the addresses actually bound.
     pub async fn bind(dns: &DnsConfig, http: &HttpConfig) -> Result<Self, RunError> {
+        let threads = udp_threads();
         let mut sockets = Vec::with_capacity(dns.listen.len());
         for &addr in &dns.listen {
-            let (udp, tcp) = bind_dns(addr)
+            let (udp, tcp) = bind_dns(addr, threads)
                 .await
                 .map_err(|source| RunError::BindDns { addr, source })?;
-            let bound = udp
+            let bound = tcp
                 .local_addr()
                 .map_err(|source| RunError::BindDns { addr, source })?;
             info!("listening for dns on {bound} (udp and tcp)");
             sockets.push((udp, tcp));
         }
-        let http = TcpListener::bind(http.listen)
-            .await
-            .map_err(|source| RunError::BindHttp {
-                addr: http.listen,
-                source,
-            })?;
-        let bound = http.local_addr().map_err(|source| RunError::BindHttp {
-            addr: bound_or(&http),
+        let listener =
+            TcpListener::bind(http.listen)
+                .await
+                .map_err(|source| RunError::BindHttp {
+                    addr: http.listen,
+                    source,
+                })?;
+        let bound = listener.local_addr().map_err(|source| RunError::BindHttp {
+            addr: http.listen,
             source,
         })?;
         info!("listening for http on {bound}");
-        Ok(Self { dns: sockets, http })
+        Ok(Self {
+            dns: sockets,
+            http: listener,
+        })
     }
 }
 
-fn bound_or(listener: &TcpListener) -> SocketAddr {
-    listener
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+/// One UDP worker per core.
+fn udp_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// Binds UDP and TCP on the same address. With port 0 the kernel picks the
 /// UDP port, and we retry until TCP can have the same one.
-async fn bind_dns(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+async fn bind_dns(
+    addr: SocketAddr,
+    threads: usize,
+) -> io::Result<(Vec<std::net::UdpSocket>, TcpListener)> {
     let attempts = if addr.port() == 0 {
         EPHEMERAL_BIND_ATTEMPTS
     } else {
@@ -106,8 +118,11 @@ async fn bind_dns(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
     };
     let mut last_error = None;
     for _ in 0..attempts {
-        let udp = UdpSocket::bind(addr).await?;
-        let bound = udp.local_addr()?;
+        let udp = udp::bind(addr, threads)?;
+        let bound = match udp.first() {
+            Some(socket) => socket.local_addr()?,
+            None => return Err(io::Error::other("no udp socket bound")),
+        };
         match TcpListener::bind(bound).await {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(error) => last_error = Some(error),
@@ -171,10 +186,21 @@ pub async fn serve(
     let mut sync =
         tokio::spawn(async move { etcd::run(&etcd_config, &mut watcher, sync_token).await });
 
-    // DNS.
-    let mut server = Server::new(DnsHandler::new(store.clone(), dns.max_udp_payload));
+    // DNS: UDP on our fast-path threads, TCP through hickory.
+    let handler = DnsHandler::new(store.clone(), dns.max_udp_payload);
+    let mut server = Server::new(handler.clone());
+    let handler = Arc::new(handler);
+    let mut udp_servers = Vec::with_capacity(listeners.dns.len());
     for (udp, tcp) in listeners.dns {
-        server.register_socket(udp);
+        udp_servers.push(
+            UdpServer::start(
+                udp,
+                store.clone(),
+                handler.clone(),
+                tokio::runtime::Handle::current(),
+            )
+            .map_err(RunError::UdpThreads)?,
+        );
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
     }
 
@@ -214,8 +240,17 @@ pub async fn serve(
         if !sync.is_finished() {
             let _ = (&mut sync).await;
         }
+        // The UDP threads finish the batch in hand; joining them blocks.
+        let udp = tokio::task::spawn_blocking(move || {
+            for server in udp_servers {
+                server.stop();
+            }
+        });
         if let Err(error) = server.shutdown_gracefully().await {
             warn!(%error, "dns server stopped with an error");
+        }
+        if udp.await.is_err() {
+            warn!("udp threads did not stop cleanly");
         }
         admin_token.cancel();
         if !admin.is_finished() {

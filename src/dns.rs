@@ -1,29 +1,30 @@
-//! hickory `RequestHandler` answering from the current zone snapshot.
+//! hickory `RequestHandler`: the full query path, for TCP and for any UDP
+//! query the fast path does not fully understand.
 //!
-//! One query, one snapshot: the handler loads the current
-//! [`ZoneSnapshot`](crate::zone::ZoneSnapshot) once, classifies the name, picks
-//! the prebuilt records, and fits the response to the client's limit (RFC
-//! 1035 §4.2.1, RFC 6891 §6.2.5, RFC 2181 §9). hickory parses the request,
-//! echoes the question section byte for byte, and encodes the response.
+//! hickory parses the request (anything unusual: several questions, other
+//! opcodes, EDNS versions, malformed OPT records) and encodes the response,
+//! echoing the question section byte for byte. The records themselves come
+//! from [`crate::answer::respond`], the same code the UDP fast path runs, so
+//! both paths answer alike.
 
 use std::sync::Arc;
 
-use hickory_proto::op::{Edns, Metadata, OpCode, ResponseCode, emit_message_parts};
+use hickory_proto::op::{Edns, Header, Message, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Record, RecordType};
-use hickory_proto::serialize::binary::BinEncoder;
+// `to_bytes` on names comes from BinEncodable.
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use tracing::{debug, warn};
 
-use crate::zone::{Lookup, ZoneSnapshot, ZoneStore, rotated};
+use crate::answer::{self, CLASSIC_UDP_PAYLOAD, EdnsQuery, MAX_MESSAGE, Outcome, Question};
+use crate::zone::ZoneStore;
 
 /// The largest UDP payload we advertise and send unless configured
 /// otherwise (DNS Flag Day 2020).
 pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
-/// RFC 1035 §4.2.1: UDP messages without EDNS are limited to 512 octets.
-pub const CLASSIC_UDP_PAYLOAD: u16 = 512;
 
 /// The DNS request handler over a [`ZoneStore`].
 #[derive(Debug, Clone)]
@@ -40,6 +41,10 @@ impl DnsHandler {
         }
     }
 
+    pub fn max_udp_payload(&self) -> u16 {
+        self.max_udp_payload
+    }
+
     /// The EDNS record of our responses: version 0, our buffer size, and
     /// the DO bit copied from the query (RFC 3225 §3); no options and no
     /// other flags (RFC 6891 §6.1.4: undefined flags MUST be zero).
@@ -52,168 +57,48 @@ impl DnsHandler {
         Some(edns)
     }
 
-    /// The largest response the client can take over this transport.
-    fn payload_limit(&self, request: &Request) -> usize {
-        match request.protocol() {
-            Protocol::Udp => match &request.edns {
-                // RFC 6891 §6.2.5: values below 512 MUST be treated as 512.
-                Some(edns) => usize::from(
-                    edns.max_payload()
-                        .max(CLASSIC_UDP_PAYLOAD)
-                        .min(self.max_udp_payload),
-                ),
-                None => usize::from(CLASSIC_UDP_PAYLOAD),
-            },
-            _ => usize::from(u16::MAX),
+    /// Answers a request with one well-formed question: the records, the
+    /// flags and the RCODE, decoded from the wire answer.
+    fn records(&self, request: &Request) -> Result<Message, ResponseCode> {
+        let queries = request.queries.queries();
+        let [query] = queries else {
+            return Err(ResponseCode::FormErr);
+        };
+        if query.query_class() != DNSClass::IN {
+            return Err(ResponseCode::Refused);
         }
-    }
-}
-
-/// The records of one answer, borrowed from the snapshot.
-#[derive(Default)]
-struct Answer<'a> {
-    rcode: ResponseCode,
-    authoritative: bool,
-    answers: Vec<&'a Record>,
-    authority: Option<&'a Record>,
-    additionals: &'a [Record],
-}
-
-impl<'a> Answer<'a> {
-    fn error(rcode: ResponseCode) -> Self {
-        Self {
-            rcode,
-            ..Self::default()
+        // Zone transfers are refused (SPEC §4, §7).
+        if matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR) {
+            return Err(ResponseCode::Refused);
         }
-    }
-
-    fn positive(records: impl Iterator<Item = &'a Record>) -> Self {
-        Self {
-            rcode: ResponseCode::NoError,
-            authoritative: true,
-            answers: records.collect(),
-            ..Self::default()
+        let name = query.name().to_bytes().map_err(|_| ResponseCode::FormErr)?;
+        let question = Question {
+            id: request.metadata.id,
+            rd: request.metadata.recursion_desired,
+            cd: request.metadata.checking_disabled,
+            raw: request.queries.as_bytes(),
+            name: &name,
+            qtype: u16::from(query.query_type()),
+            qclass: u16::from(query.query_class()),
+            edns: request.edns.as_ref().map(|edns| EdnsQuery {
+                payload: edns.max_payload(),
+                dnssec_ok: edns.flags().dnssec_ok,
+            }),
+        };
+        let limit = match request.protocol() {
+            Protocol::Udp => question.udp_limit(self.max_udp_payload),
+            _ => MAX_MESSAGE,
+        };
+        let mut wire = Vec::with_capacity(512);
+        let snapshot = self.zone.guard();
+        match answer::respond(&snapshot, &question, limit, self.max_udp_payload, &mut wire) {
+            // Outside the zone: not an open resolver.
+            Outcome::NotHandled => Err(ResponseCode::Refused),
+            Outcome::Answered { .. } => Message::from_vec(&wire).map_err(|error| {
+                warn!(id = request.metadata.id, %error, "cannot decode our own answer");
+                ResponseCode::ServFail
+            }),
         }
-    }
-
-    /// NOERROR with no records and the SOA in authority (RFC 2308 §2.2).
-    fn nodata(snapshot: &'a ZoneSnapshot) -> Self {
-        Self {
-            rcode: ResponseCode::NoError,
-            authoritative: true,
-            authority: Some(snapshot.negative_soa()),
-            ..Self::default()
-        }
-    }
-
-    /// NXDOMAIN with the SOA in authority (RFC 2308 §2.1).
-    fn nxdomain(snapshot: &'a ZoneSnapshot) -> Self {
-        Self {
-            rcode: ResponseCode::NXDomain,
-            authoritative: true,
-            authority: Some(snapshot.negative_soa()),
-            ..Self::default()
-        }
-    }
-}
-
-/// Picks the answer to `qtype` at the name `lookup` found.
-fn answer<'a>(snapshot: &'a ZoneSnapshot, lookup: Lookup<'a>, qtype: RecordType) -> Answer<'a> {
-    use RecordType::{A, AAAA, ANY, CNAME, NS, SOA, SRV};
-    let or_nodata = |answer: Answer<'a>| {
-        if answer.answers.is_empty() {
-            Answer::nodata(snapshot)
-        } else {
-            answer
-        }
-    };
-    match lookup {
-        Lookup::Apex => match qtype {
-            // RFC 8482 §4.1: answer ANY with one RRset the name has.
-            SOA | ANY => Answer::positive(std::iter::once(snapshot.soa())),
-            NS => Answer::positive(std::iter::once(snapshot.ns())),
-            _ => Answer::nodata(snapshot),
-        },
-        Lookup::Service(service) => {
-            let rotation = service.next_rotation();
-            let rrset = match qtype {
-                A => service.a(),
-                AAAA => service.aaaa(),
-                SRV => service.srv(),
-                ANY => [service.a(), service.aaaa(), service.srv()]
-                    .into_iter()
-                    .find(|set| !set.is_empty())
-                    .unwrap_or_default(),
-                _ => &[],
-            };
-            let mut answer = Answer::positive(rotated(rrset, rotation));
-            if rrset.first().is_some_and(|r| r.record_type() == SRV) {
-                answer.additionals = service.glue();
-            }
-            or_nodata(answer)
-        }
-        Lookup::GrpcService(service) => match qtype {
-            SRV | ANY => {
-                let mut answer =
-                    Answer::positive(rotated(service.grpc_srv(), service.next_rotation()));
-                answer.additionals = service.glue();
-                or_nodata(answer)
-            }
-            _ => Answer::nodata(snapshot),
-        },
-        Lookup::Instance(_, record) => {
-            let rtype = record.record_type();
-            // RFC 1034 §3.6.2: a name with a CNAME has no other data, and
-            // every query for it gets the CNAME.
-            if rtype == CNAME || qtype == rtype || qtype == ANY {
-                Answer::positive(std::iter::once(record))
-            } else {
-                Answer::nodata(snapshot)
-            }
-        }
-        Lookup::EmptyNonTerminal => Answer::nodata(snapshot),
-        Lookup::NxDomain => Answer::nxdomain(snapshot),
-    }
-}
-
-/// The size of the response as hickory will encode it (with name
-/// compression), so we can decide about glue and TC before sending.
-fn encoded_len(
-    request: &Request,
-    metadata: &Metadata,
-    answers: &[&Record],
-    authority: Option<&Record>,
-    additionals: &[Record],
-    edns: Option<&Edns>,
-) -> usize {
-    let mut buf = Vec::with_capacity(512);
-    let mut encoder = BinEncoder::new(&mut buf);
-    // Emit the question exactly as hickory does (the client's bytes), and
-    // let answer names compress against it.
-    let question = request.queries.as_bytes();
-    let result = encoder.emit_vec(&[0u8; 12]).and_then(|()| {
-        let start = encoder.offset();
-        encoder.emit_vec(question)?;
-        encoder.store_label_pointer(start, start + question.len());
-        Ok(())
-    });
-    if result.is_err() {
-        return usize::MAX;
-    }
-    let mut no_queries = std::iter::empty::<&Record>();
-    match emit_message_parts(
-        metadata,
-        &mut no_queries,
-        &mut answers.iter().copied(),
-        &mut authority.into_iter(),
-        &mut additionals.iter(),
-        edns,
-        None,
-        &mut encoder,
-    ) {
-        // emit_message_parts placed a second header after ours; don't count it.
-        Ok(_) => buf.len().saturating_sub(12),
-        Err(_) => usize::MAX,
     }
 }
 
@@ -227,76 +112,42 @@ impl RequestHandler for DnsHandler {
         let edns = self.response_edns(request);
         let mut metadata = Metadata::response_from_request(&request.metadata);
 
-        let snapshot = self.zone.load();
-        let answer = if request.metadata.op_code != OpCode::Query {
+        let outcome = if request.metadata.op_code != OpCode::Query {
             // RFC 1035 §4.1.1: NOTIMP for a kind of query we do not support.
-            Answer::error(ResponseCode::NotImp)
+            Err(ResponseCode::NotImp)
         } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             // RFC 6891 §6.1.3: a version we don't implement gets BADVERS,
             // answered with version 0 (the highest we support).
-            Answer::error(ResponseCode::BADVERS)
-        } else if request.queries.queries().len() != 1 {
-            Answer::error(ResponseCode::FormErr)
+            Err(ResponseCode::BADVERS)
         } else {
-            let query = &request.queries.queries()[0];
-            let qtype = query.query_type();
-            let name = query.name();
-            match snapshot.lookup(name) {
-                _ if query.query_class() != DNSClass::IN => Answer::error(ResponseCode::Refused),
-                // Zone transfers are refused (SPEC §4, §7).
-                _ if matches!(qtype, RecordType::AXFR | RecordType::IXFR) => {
-                    Answer::error(ResponseCode::Refused)
-                }
-                // Outside the zone: not an open resolver.
-                None => Answer::error(ResponseCode::Refused),
-                Some(lookup) => answer(&snapshot, lookup, qtype),
-            }
+            self.records(request)
         };
 
-        metadata.response_code = answer.rcode;
-        metadata.authoritative = answer.authoritative;
-
-        // Fit the client's limit: drop glue first (RFC 2181 §9: no TC for
-        // that), and if the answer itself does not fit, send TC with no
-        // records rather than a partial RRset.
-        let limit = self.payload_limit(request);
-        let mut additionals = answer.additionals;
-        let mut answers = answer.answers.as_slice();
-        let mut authority = answer.authority;
-        if request.protocol() == Protocol::Udp
-            && encoded_len(
-                request,
-                &metadata,
-                answers,
-                authority,
-                additionals,
-                edns.as_ref(),
-            ) > limit
-        {
-            additionals = &[];
-            if encoded_len(
-                request,
-                &metadata,
-                answers,
-                authority,
-                additionals,
-                edns.as_ref(),
-            ) > limit
-            {
-                answers = &[];
-                authority = None;
-                metadata.truncation = true;
+        let empty: Vec<Record> = Vec::new();
+        let message = match outcome {
+            Ok(message) => {
+                metadata.response_code = message.metadata.response_code;
+                metadata.authoritative = message.metadata.authoritative;
+                metadata.truncation = message.metadata.truncation;
+                Some(message)
             }
-        }
-
+            Err(code) => {
+                metadata.response_code = code;
+                None
+            }
+        };
+        let (answers, authorities, additionals) = match &message {
+            Some(m) => (&m.answers, &m.authorities, &m.additionals),
+            None => (&empty, &empty, &empty),
+        };
         let mut builder = MessageResponseBuilder::new(&request.queries, None);
         if let Some(edns) = &edns {
             builder.edns(edns);
         }
         let response = builder.build(
             metadata,
-            answers.iter().copied(),
-            authority,
+            answers.iter(),
+            authorities.iter(),
             std::iter::empty(),
             additionals.iter(),
         );
@@ -309,11 +160,67 @@ impl RequestHandler for DnsHandler {
                     id = request.metadata.id,
                     "reporting SERVFAIL for the failed send"
                 );
-                ResponseInfo::from(hickory_proto::op::Header {
+                ResponseInfo::from(Header {
                     metadata,
                     counts: Default::default(),
                 })
             }
         }
+    }
+}
+
+/// A [`ResponseHandler`] that encodes the response into a buffer instead
+/// of sending it: the UDP fast path hands unusual queries to the
+/// [`DnsHandler`] through it and sends the bytes itself.
+#[derive(Debug, Clone)]
+pub struct CaptureResponse {
+    /// The client's UDP limit for this response.
+    limit: u16,
+    bytes: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl CaptureResponse {
+    pub fn new(limit: u16) -> Self {
+        Self {
+            limit,
+            bytes: Arc::default(),
+        }
+    }
+
+    /// The encoded response (empty if none was sent).
+    pub fn take(&self) -> Vec<u8> {
+        std::mem::take(
+            &mut *self
+                .bytes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for CaptureResponse {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, hickory_server::net::NetError> {
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(self.limit);
+        let info = response
+            .destructive_emit(&mut encoder)
+            .map_err(|e| hickory_server::net::NetError::from(e.to_string()))?;
+        *self
+            .bytes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = bytes;
+        Ok(info)
     }
 }

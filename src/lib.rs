@@ -23,13 +23,16 @@
 //! - [`etcd`]: initial paged read, watch, reconnect and resume; no DNS types.
 //! - [`watcher`]: applies etcd events to the zone and the sync status.
 //! - [`zone`]: immutable snapshots and their lookups; no I/O.
-//! - [`dns`]: hickory `RequestHandler` answering from the current snapshot.
+//! - [`answer`]: wire-format answers straight from a snapshot (both paths).
+//! - [`dns`]: hickory `RequestHandler`: TCP and unusual queries (the full path).
+//! - [`udp`]: the UDP fast path: batched, one socket per core.
 //! - [`admin`]: the operator's HTTP endpoints.
 //! - [`status`]: readiness latch, etcd connection flag, skipped keys.
 //! - [`app`]: binds the listeners and runs everything until shutdown.
 //! - [`logging`]: `tracing` subscriber set-up (text or JSON, level filter).
 
 pub mod admin;
+pub mod answer;
 pub mod app;
 pub mod config;
 pub mod dns;
@@ -37,5 +40,6 @@ pub mod etcd;
 pub mod logging;
 pub mod registration;
 pub mod status;
+pub mod udp;
 pub mod watcher;
 pub mod zone;

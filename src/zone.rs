@@ -1,8 +1,8 @@
 //! Immutable zone snapshots, their lookups, and the single writer that
 //! publishes them; no I/O.
 //!
-//! Readers call [`ZoneStore::load`] once per query and get an
-//! `Arc<ZoneSnapshot>`: a lock-free load from an `ArcSwap`, so a query never
+//! Readers call [`ZoneStore::load`] (or [`ZoneStore::guard`]) once per query
+//! and get a snapshot: a lock-free load from an `ArcSwap`, so a query never
 //! waits for the writer. The writer ([`ZoneWriter`]) keeps the mutable
 //! per-service state to itself, rebuilds only the services a batch of etcd
 //! events touched, and publishes a new snapshot. The service and
@@ -10,6 +10,10 @@
 //! shares every untouched service with the previous snapshot: the cost of an
 //! update is the size of the service it touches (plus `O(log n)` for the
 //! map), never the size of the zone.
+//!
+//! Each service carries its answers already in wire format ([`WireRrs`]):
+//! owner names are compression pointers to the question (offset 12), so the
+//! query path copies bytes and patches nothing but the header.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -17,10 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, SRV};
-use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::rr::Name;
 use serde_json::json;
-use tracing::error;
 
 use crate::registration::{self, Endpoint, Registration};
 
@@ -29,17 +31,46 @@ use crate::registration::{self, Endpoint, Registration};
 // ---------------------------------------------------------------------------
 
 /// SOA refresh, as SPEC §4 fixes it (seconds).
-pub const SOA_REFRESH: i32 = 60;
+pub const SOA_REFRESH: u32 = 60;
 /// SOA retry (seconds).
-pub const SOA_RETRY: i32 = 10;
+pub const SOA_RETRY: u32 = 10;
 /// SOA expire (seconds).
-pub const SOA_EXPIRE: i32 = 86_400;
+pub const SOA_EXPIRE: u32 = 86_400;
 /// SRV priority of every instance.
 pub const SRV_PRIORITY: u16 = 0;
 /// SRV weight of every instance.
 pub const SRV_WEIGHT: u16 = 10;
 /// The RFC 2782 service/protocol labels in front of a service name.
 pub const GRPC_TCP_PREFIX: &str = "_grpc._tcp";
+
+/// Resource record types and class, as numbers on the wire (RFC 1035 §3.2.2,
+/// RFC 3596, RFC 2782, RFC 6891).
+pub mod rrtype {
+    pub const A: u16 = 1;
+    pub const NS: u16 = 2;
+    pub const CNAME: u16 = 5;
+    pub const SOA: u16 = 6;
+    pub const AAAA: u16 = 28;
+    pub const SRV: u16 = 33;
+    pub const OPT: u16 = 41;
+    pub const IXFR: u16 = 251;
+    pub const AXFR: u16 = 252;
+    pub const ANY: u16 = 255;
+    /// Class IN.
+    pub const IN: u16 = 1;
+}
+
+/// Offset of the question name in every DNS message (right after the
+/// 12-octet header): what our compression pointers point at.
+pub const QNAME_OFFSET: u16 = 12;
+/// Offset of the service name inside a `_grpc._tcp.<service>` question:
+/// the header, then `\x05_grpc` and `\x04_tcp`.
+pub const GRPC_SERVICE_OFFSET: u16 = QNAME_OFFSET + 6 + 5;
+
+/// A compression pointer (RFC 1035 §4.1.4) to `offset`.
+pub fn pointer(offset: u16) -> [u8; 2] {
+    (0xC000 | offset).to_be_bytes()
+}
 
 // ---------------------------------------------------------------------------
 // Parameters
@@ -60,82 +91,215 @@ impl ZoneParams {
     /// The apex in presentation form without the trailing dot (`svc.local`),
     /// as the registration module measures names.
     pub fn origin_text(&self) -> String {
-        let mut text = self.origin.to_ascii();
+        let mut text = self.origin.to_ascii().to_ascii_lowercase();
         if text.ends_with('.') {
             text.pop();
         }
         text
     }
 
-    fn soa(&self, serial: u32, ttl: u32) -> Record {
-        // `ns.<zone>` and `hostmaster.<zone>` are a label plus the apex, so
-        // they fit whenever the apex does; fall back to the apex itself
-        // rather than panic if a 250-octet apex leaves no room.
-        let mname = self
-            .origin
-            .prepend_label("ns")
-            .unwrap_or(self.origin.clone());
-        let rname = self
-            .origin
-            .prepend_label("hostmaster")
-            .unwrap_or(self.origin.clone());
-        Record::from_rdata(
-            self.origin.clone(),
-            ttl,
-            RData::SOA(SOA::new(
-                mname,
-                rname,
-                serial,
-                SOA_REFRESH,
-                SOA_RETRY,
-                SOA_EXPIRE,
-                self.negative_ttl,
-            )),
-        )
+    /// The apex in wire format, lower-cased, ending with the root label.
+    pub fn origin_wire(&self) -> Box<[u8]> {
+        let mut wire = Vec::with_capacity(self.origin.len() + 2);
+        for label in self.origin.iter() {
+            // Name guarantees labels of at most 63 octets.
+            wire.push(label.len() as u8);
+            wire.extend(label.iter().map(u8::to_ascii_lowercase));
+        }
+        wire.push(0);
+        wire.into()
     }
 
-    fn ns(&self) -> Record {
-        let target = self
-            .origin
-            .prepend_label("ns")
-            .unwrap_or(self.origin.clone());
-        Record::from_rdata(self.origin.clone(), self.ttl, RData::NS(NS(target)))
+    /// TTL of the SOA in negative answers: RFC 2308 §3, min(ttl, minimum).
+    pub fn negative_soa_ttl(&self) -> u32 {
+        self.ttl.min(self.negative_ttl)
     }
+}
+
+// ---------------------------------------------------------------------------
+// Wire-format record sets
+// ---------------------------------------------------------------------------
+
+/// Resource records in wire format, back to back, with where each starts,
+/// so that the set can be rotated by whole records.
+#[derive(Debug, Default)]
+pub struct WireRrs {
+    bytes: Box<[u8]>,
+    starts: Box<[u32]>,
+}
+
+impl WireRrs {
+    /// Number of records.
+    pub fn count(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// Octets of all records together.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The records rotated to start with record `offset % count`, as two
+    /// slices to copy one after the other.
+    pub fn rotated(&self, offset: usize) -> (&[u8], &[u8]) {
+        if self.starts.is_empty() {
+            return (&[], &[]);
+        }
+        let split = self.starts[offset % self.starts.len()] as usize;
+        let (head, tail) = self.bytes.split_at(split);
+        (tail, head)
+    }
+
+    /// All records in order.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Builds a [`WireRrs`] one record at a time.
+#[derive(Debug, Default)]
+struct WireBuilder {
+    bytes: Vec<u8>,
+    starts: Vec<u32>,
+}
+
+impl WireBuilder {
+    /// Appends one record: `owner` (already in wire form, possibly ending
+    /// in a pointer), type IN, `ttl`, and `rdata`.
+    fn push(&mut self, owner: &[&[u8]], rtype: u16, ttl: u32, rdata: &[&[u8]]) {
+        // Records are far below 4 GiB; a service holds at most a few
+        // thousand.
+        self.starts.push(self.bytes.len() as u32);
+        write_rr(&mut self.bytes, owner, rtype, ttl, rdata);
+    }
+
+    fn finish(self) -> WireRrs {
+        WireRrs {
+            bytes: self.bytes.into(),
+            starts: self.starts.into(),
+        }
+    }
+}
+
+/// Writes one resource record to `out`. `owner` and `rdata` are given in
+/// parts so callers can combine a label with a pointer without allocating.
+pub fn write_rr(out: &mut Vec<u8>, owner: &[&[u8]], rtype: u16, ttl: u32, rdata: &[&[u8]]) {
+    for part in owner {
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(&rtype.to_be_bytes());
+    out.extend_from_slice(&rrtype::IN.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    let rdlen: usize = rdata.iter().map(|part| part.len()).sum();
+    // RDATA here is an address, an SRV, a SOA or a name: at most a few
+    // hundred octets, far below 65535.
+    out.extend_from_slice(&(rdlen as u16).to_be_bytes());
+    for part in rdata {
+        out.extend_from_slice(part);
+    }
+}
+
+/// The address record data of `addr`: its type and its octets.
+pub fn address_rdata(addr: &IpAddr) -> (u16, AddrOctets) {
+    match addr {
+        IpAddr::V4(v4) => (rrtype::A, AddrOctets::V4(v4.octets())),
+        IpAddr::V6(v6) => (rrtype::AAAA, AddrOctets::V6(v6.octets())),
+    }
+}
+
+/// An address's octets, without allocating.
+#[derive(Debug, Clone, Copy)]
+pub enum AddrOctets {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+impl AsRef<[u8]> for AddrOctets {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            AddrOctets::V4(octets) => octets,
+            AddrOctets::V6(octets) => octets,
+        }
+    }
+}
+
+/// A single label in wire form: its length octet, then the label.
+fn label_wire(label: &str) -> Vec<u8> {
+    let mut wire = Vec::with_capacity(label.len() + 1);
+    // Labels are validated to at most 63 octets before they get here.
+    wire.push(label.len() as u8);
+    wire.extend_from_slice(label.as_bytes());
+    wire
+}
+
+/// An absolute host name (`sms-0.sms`, without the trailing dot) in wire
+/// form, uncompressed.
+pub fn host_wire(host: &str) -> Vec<u8> {
+    let mut wire = Vec::with_capacity(host.len() + 2);
+    for label in host.split('.').filter(|l| !l.is_empty()) {
+        wire.push(label.len().min(63) as u8);
+        wire.extend_from_slice(&label.as_bytes()[..label.len().min(63)]);
+    }
+    wire.push(0);
+    wire
 }
 
 // ---------------------------------------------------------------------------
 // Published data
 // ---------------------------------------------------------------------------
 
-/// One instance as `/debug/zone` shows it.
-#[derive(Debug, Clone)]
-struct InstanceView {
-    key: String,
-    id: String,
-    label: String,
+/// One instance of a service.
+#[derive(Debug)]
+pub struct Instance {
+    /// The whole etcd key (`sms.rpc/7587869364815473158`).
+    key: Box<[u8]>,
     endpoint: Endpoint,
 }
 
+impl Instance {
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The instance id: the key after its first `/`.
+    pub fn id(&self) -> String {
+        let key = String::from_utf8_lossy(&self.key);
+        key.split_once('/')
+            .map(|(_, id)| id.to_owned())
+            .unwrap_or_default()
+    }
+}
+
 /// One service, built once per change and shared by every snapshot until
-/// the service changes again.
+/// the service changes again. Its record sets are in wire format with
+/// owner names pointing at the question.
 #[derive(Debug)]
 pub struct Service {
     /// Service key, lower-cased (`sms.rpc`).
     key: Arc<str>,
-    /// `A` records, one per distinct IPv4 address.
-    a: Box<[Record]>,
-    /// `AAAA` records, one per distinct IPv6 address.
-    aaaa: Box<[Record]>,
-    /// `SRV` records owned by the service name, one per instance.
-    srv: Box<[Record]>,
-    /// The same `SRV` records owned by `_grpc._tcp.<service>`.
-    grpc_srv: Box<[Record]>,
-    /// Address records of the SRV targets (additional section).
-    glue: Box<[Record]>,
-    /// Instance label → its record (`A`, `AAAA`, or `CNAME` to a host name).
-    instances: HashMap<Box<str>, Record>,
-    /// Instances for `/debug/zone`, in key order.
-    views: Vec<InstanceView>,
+    /// Instances in etcd key order.
+    instances: Box<[Instance]>,
+    /// Instance label → index into `instances`.
+    labels: HashMap<Box<str>, u32>,
+    /// `A` at the service: one per distinct IPv4 address.
+    a: WireRrs,
+    /// `AAAA` at the service: one per distinct IPv6 address.
+    aaaa: WireRrs,
+    /// `SRV` at the service, one per instance; targets point at the
+    /// question (the service name).
+    srv: WireRrs,
+    /// Address records of the SRV targets, owners `<label>` + pointer to
+    /// the question.
+    glue: WireRrs,
+    /// `SRV` at `_grpc._tcp.<service>`: targets point at the service name
+    /// inside that question.
+    grpc_srv: WireRrs,
+    /// Glue for `grpc_srv`.
+    grpc_glue: WireRrs,
     /// Rotates the order of address and SRV records between responses.
     rotation: AtomicUsize,
 }
@@ -146,28 +310,38 @@ impl Service {
         &self.key
     }
 
-    pub fn a(&self) -> &[Record] {
+    pub fn a(&self) -> &WireRrs {
         &self.a
     }
 
-    pub fn aaaa(&self) -> &[Record] {
+    pub fn aaaa(&self) -> &WireRrs {
         &self.aaaa
     }
 
-    pub fn srv(&self) -> &[Record] {
+    pub fn srv(&self) -> &WireRrs {
         &self.srv
     }
 
-    pub fn grpc_srv(&self) -> &[Record] {
-        &self.grpc_srv
-    }
-
-    pub fn glue(&self) -> &[Record] {
+    pub fn glue(&self) -> &WireRrs {
         &self.glue
     }
 
+    pub fn grpc_srv(&self) -> &WireRrs {
+        &self.grpc_srv
+    }
+
+    pub fn grpc_glue(&self) -> &WireRrs {
+        &self.grpc_glue
+    }
+
     pub fn instance_count(&self) -> usize {
-        self.views.len()
+        self.instances.len()
+    }
+
+    /// The instance with `label`, lower-case.
+    pub fn instance(&self, label: &str) -> Option<&Instance> {
+        let index = *self.labels.get(label)?;
+        self.instances.get(index as usize)
     }
 
     /// The next rotation offset; each call advances it.
@@ -176,18 +350,17 @@ impl Service {
         // on its value.
         self.rotation.fetch_add(1, Ordering::Relaxed)
     }
-}
 
-/// Iterates `records` starting at `offset` (mod len), wrapping around: the
-/// rotated order of SPEC §4, without allocating.
-pub fn rotated(records: &[Record], offset: usize) -> impl Iterator<Item = &Record> + Clone + Send {
-    let split = if records.is_empty() {
-        0
-    } else {
-        offset % records.len()
-    };
-    let (head, tail) = records.split_at(split);
-    tail.iter().chain(head.iter())
+    /// Labels by instance index, for `/debug/zone`.
+    fn labels_by_index(&self) -> Vec<&str> {
+        let mut labels = vec![""; self.instances.len()];
+        for (label, &index) in &self.labels {
+            if let Some(slot) = labels.get_mut(index as usize) {
+                *slot = label;
+            }
+        }
+        labels
+    }
 }
 
 /// What a name is in the zone.
@@ -199,8 +372,8 @@ pub enum Lookup<'a> {
     Service(&'a Service),
     /// `_grpc._tcp.<service>.<zone>`.
     GrpcService(&'a Service),
-    /// `<instance label>.<service>.<zone>` with its one record.
-    Instance(&'a Service, &'a Record),
+    /// `<instance label>.<service>.<zone>`.
+    Instance(&'a Service, &'a Instance),
     /// A name that exists only because names below it do (RFC 8020 ENT).
     EmptyNonTerminal,
     /// No such name.
@@ -211,12 +384,9 @@ pub enum Lookup<'a> {
 #[derive(Debug, Clone)]
 pub struct ZoneSnapshot {
     params: Arc<ZoneParams>,
+    /// The apex in wire form, lower-case.
+    origin_wire: Arc<[u8]>,
     revision: i64,
-    /// SOA with the positive TTL, for SOA queries at the apex.
-    soa: Record,
-    /// SOA with TTL min(ttl, negative_ttl), for negative answers (RFC 2308 §3).
-    negative_soa: Record,
-    ns: Record,
     /// Service key → service.
     services: imbl::HashMap<Arc<str>, Arc<Service>>,
     /// Relative name → number of services below it, for the names that
@@ -227,30 +397,23 @@ pub struct ZoneSnapshot {
 
 impl ZoneSnapshot {
     fn empty(params: Arc<ZoneParams>) -> Self {
-        let mut snapshot = Self {
-            soa: params.soa(0, params.ttl),
-            negative_soa: params.soa(0, params.ttl.min(params.negative_ttl)),
-            ns: params.ns(),
+        Self {
+            origin_wire: params.origin_wire().into(),
             params,
             revision: 0,
             services: imbl::HashMap::new(),
             ents: imbl::HashMap::new(),
             instances: 0,
-        };
-        snapshot.set_revision(0);
-        snapshot
-    }
-
-    fn set_revision(&mut self, revision: i64) {
-        self.revision = revision;
-        let serial = serial_of(revision);
-        let params = &self.params;
-        self.soa = params.soa(serial, params.ttl);
-        self.negative_soa = params.soa(serial, params.ttl.min(params.negative_ttl));
+        }
     }
 
     pub fn params(&self) -> &ZoneParams {
         &self.params
+    }
+
+    /// The apex in wire form, lower-case, with the root label.
+    pub fn origin_wire(&self) -> &[u8] {
+        &self.origin_wire
     }
 
     /// The etcd revision this snapshot reflects.
@@ -261,18 +424,6 @@ impl ZoneSnapshot {
     /// The SOA serial: the revision, modulo 2^32 (RFC 1982 arithmetic).
     pub fn serial(&self) -> u32 {
         serial_of(self.revision)
-    }
-
-    pub fn soa(&self) -> &Record {
-        &self.soa
-    }
-
-    pub fn negative_soa(&self) -> &Record {
-        &self.negative_soa
-    }
-
-    pub fn ns(&self) -> &Record {
-        &self.ns
     }
 
     pub fn service_count(&self) -> usize {
@@ -296,35 +447,44 @@ impl ZoneSnapshot {
             return None;
         }
         let relative_labels = usize::from(name.num_labels() - origin.num_labels());
-        if relative_labels == 0 {
-            return Some(Lookup::Apex);
-        }
-        // Join the relative labels, lower-cased, into a stack buffer: no
-        // allocation per query. A label with a byte our names never hold
-        // (a dot inside a label, say) cannot name anything here.
         let mut buf = [0u8; 255];
+        Some(self.lookup_labels(name.iter().take(relative_labels), &mut buf))
+    }
+
+    /// Classifies the name made of `labels` (left to right, relative to the
+    /// apex), in any letter case, using `buf` to join them: no allocation.
+    pub fn lookup_labels<'l>(
+        &self,
+        labels: impl Iterator<Item = &'l [u8]>,
+        buf: &mut [u8; 255],
+    ) -> Lookup<'_> {
         let mut len = 0;
-        for (i, label) in name.iter().take(relative_labels).enumerate() {
+        for (i, label) in labels.enumerate() {
             if i > 0 {
+                if len >= buf.len() {
+                    return Lookup::NxDomain;
+                }
                 buf[len] = b'.';
                 len += 1;
             }
             for &byte in label {
                 let byte = byte.to_ascii_lowercase();
-                if !(byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_') {
-                    return Some(Lookup::NxDomain);
+                // A label with a byte our names never hold (a dot inside a
+                // label, say) cannot name anything here.
+                if !(byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+                    || len >= buf.len()
+                {
+                    return Lookup::NxDomain;
                 }
-                // A wire name is at most 255 octets, so its labels joined
-                // by dots are shorter than that.
                 buf[len] = byte;
                 len += 1;
             }
         }
-        // Only ASCII was copied in.
-        let Ok(relative) = std::str::from_utf8(&buf[..len]) else {
-            return Some(Lookup::NxDomain);
-        };
-        Some(self.lookup_relative(relative))
+        // Only ASCII letters, digits, '-', '_' and '.' were copied in.
+        match std::str::from_utf8(&buf[..len]) {
+            Ok(relative) => self.lookup_relative(relative),
+            Err(_) => Lookup::NxDomain,
+        }
     }
 
     /// Classifies a lower-case name relative to the apex (`sms.rpc`).
@@ -346,8 +506,8 @@ impl ZoneSnapshot {
         if let Some((first, rest)) = relative.split_once('.')
             && let Some(service) = self.services.get(rest)
         {
-            if let Some(record) = service.instances.get(first) {
-                return Lookup::Instance(service, record);
+            if let Some(instance) = service.instance(first) {
+                return Lookup::Instance(service, instance);
             }
             // `_tcp.<service>` exists because `_grpc._tcp.<service>` does.
             if first == "_tcp" {
@@ -368,18 +528,20 @@ impl ZoneSnapshot {
         let services: Vec<serde_json::Value> = services
             .into_iter()
             .map(|service| {
+                let labels = service.labels_by_index();
                 let instances: Vec<serde_json::Value> = service
-                    .views
+                    .instances
                     .iter()
-                    .map(|view| {
-                        let (address, host, port) = match &view.endpoint {
+                    .zip(labels)
+                    .map(|(instance, label)| {
+                        let (address, host, port) = match &instance.endpoint {
                             Endpoint::Ip { addr, port } => (Some(addr.to_string()), None, *port),
                             Endpoint::Host { name, port } => (None, Some(name.clone()), *port),
                         };
                         json!({
-                            "key": view.key,
-                            "id": view.id,
-                            "name": format!("{}.{}.{}", view.label, service.key, origin),
+                            "key": String::from_utf8_lossy(&instance.key),
+                            "id": instance.id(),
+                            "name": format!("{}.{}.{}", label, service.key, origin),
                             "address": address,
                             "host": host,
                             "port": port,
@@ -461,26 +623,13 @@ pub enum ServiceChange {
     Disappeared(String),
 }
 
-/// One instance as the writer keeps it.
-#[derive(Debug, Clone)]
-struct InstanceState {
-    id: String,
-    endpoint: Endpoint,
-    /// The lower-cased instance id when it is a usable label.
-    natural: Option<String>,
-    /// First 16 hex digits of SHA-256 of the key.
-    hashed: String,
-}
-
 /// The single writer. Changes are staged and become visible on `publish`.
 #[derive(Debug)]
 pub struct ZoneWriter {
     store: Arc<ZoneStore>,
     origin_text: String,
-    /// Service key → its instances, by etcd key.
-    services: HashMap<String, BTreeMap<Box<[u8]>, InstanceState>>,
-    /// etcd key → service key, to find the service of a deleted key.
-    keys: HashMap<Box<[u8]>, String>,
+    /// Service key → its instances' endpoints, by etcd key.
+    services: HashMap<String, BTreeMap<Box<[u8]>, Endpoint>>,
     /// Services touched since the last publish.
     dirty: HashSet<String>,
     /// What readers will see next.
@@ -495,7 +644,6 @@ impl ZoneWriter {
             origin_text: store.params().origin_text(),
             store,
             services: HashMap::new(),
-            keys: HashMap::new(),
             dirty: HashSet::new(),
             staged,
         }
@@ -504,50 +652,41 @@ impl ZoneWriter {
     /// Adds or replaces the instance registered under `key`.
     pub fn upsert(&mut self, key: &[u8], registration: Registration) -> ServiceChange {
         let Registration {
-            service,
-            instance_id,
-            endpoint,
+            service, endpoint, ..
         } = registration;
-        // A key names one service forever (the service key is part of the
-        // key), but be defensive: if it moved, withdraw it from the old one.
-        if let Some(old) = self.keys.get(key)
-            && *old != service
-        {
-            self.remove(key);
-        }
-        let instance = InstanceState {
-            natural: registration::natural_label(&instance_id, &service, &self.origin_text),
-            hashed: registration::hashed_label(key),
-            id: instance_id,
-            endpoint,
-        };
         let instances = self.services.entry(service.clone()).or_default();
         let was_empty = instances.is_empty();
-        let previous = instances.insert(key.into(), instance);
-        self.keys.insert(key.into(), service.clone());
-        self.dirty.insert(service.clone());
+        let previous = instances.insert(key.into(), endpoint);
         if was_empty {
+            self.dirty.insert(service.clone());
             ServiceChange::Appeared(service)
-        } else if previous.is_some_and(|p| {
-            instances
-                .get(key)
-                .is_some_and(|n| n.endpoint == p.endpoint && n.id == p.id)
-        }) {
+        } else if previous.as_ref() == instances.get(key) {
+            // A keep-alive-free re-put of the same value: nothing to rebuild.
             ServiceChange::Unchanged
         } else {
+            self.dirty.insert(service.clone());
             ServiceChange::Updated(service)
         }
     }
 
-    /// Removes the instance registered under `key`, if any.
+    /// Removes the instance registered under `key`, if any. The service
+    /// is the part of the key before its first `/`, lower-cased, as
+    /// registration parsing makes it.
     pub fn remove(&mut self, key: &[u8]) -> ServiceChange {
-        let Some(service) = self.keys.remove(key) else {
+        let service_part = match key.iter().position(|&b| b == b'/') {
+            Some(slash) => &key[..slash],
+            None => key,
+        };
+        let Ok(service) = std::str::from_utf8(service_part) else {
             return ServiceChange::Unchanged;
         };
+        let service = service.to_ascii_lowercase();
         let Some(instances) = self.services.get_mut(&service) else {
             return ServiceChange::Unchanged;
         };
-        instances.remove(key);
+        if instances.remove(key).is_none() {
+            return ServiceChange::Unchanged;
+        }
         self.dirty.insert(service.clone());
         if instances.is_empty() {
             self.services.remove(&service);
@@ -564,19 +703,19 @@ impl ZoneWriter {
         let params = self.staged.params.clone();
         let revision = self.staged.revision;
         self.services.clear();
-        self.keys.clear();
         self.dirty.clear();
         self.staged = ZoneSnapshot::empty(params);
-        self.staged.set_revision(revision);
+        self.staged.revision = revision;
         for (key, registration) in registrations {
             self.upsert(&key, registration);
         }
-        (self.services.len(), self.keys.len())
+        let instances = self.services.values().map(BTreeMap::len).sum();
+        (self.services.len(), instances)
     }
 
     /// The etcd revision the staged zone reflects (becomes the SOA serial).
     pub fn set_revision(&mut self, revision: i64) {
-        self.staged.set_revision(revision);
+        self.staged.revision = revision;
     }
 
     /// Makes the staged zone visible to readers.
@@ -606,16 +745,14 @@ impl ZoneWriter {
         for key in dirty {
             match self.services.get(&key) {
                 Some(instances) => {
-                    let service = self.build_service(&key, instances);
+                    let service = Arc::new(self.build_service(&key, instances));
+                    let count = service.instance_count();
                     let key: Arc<str> = Arc::from(key.as_str());
-                    let old = self.staged.services.insert(key.clone(), Arc::new(service));
-                    match old {
+                    match self.staged.services.insert(key.clone(), service) {
                         Some(old) => self.staged.instances -= old.instance_count(),
                         None => self.add_ents(&key),
                     }
-                    if let Some(new) = self.staged.services.get(&key) {
-                        self.staged.instances += new.instance_count();
-                    }
+                    self.staged.instances += count;
                 }
                 None => {
                     if let Some(old) = self.staged.services.remove(key.as_str()) {
@@ -650,132 +787,93 @@ impl ZoneWriter {
 
     /// Builds the published form of one service: cost proportional to its
     /// instances only.
-    fn build_service(&self, key: &str, instances: &BTreeMap<Box<[u8]>, InstanceState>) -> Service {
-        let params = &self.staged.params;
-        let ttl = params.ttl;
-        let service_name = match name_under(key, &params.origin) {
-            Ok(name) => name,
-            Err(error) => {
-                // Registration validated the service key and its length, so
-                // this is a bug, not bad input; answer nothing for it.
-                error!(service = key, %error, "cannot form the service name");
-                return empty_service(key);
-            }
-        };
-        let grpc_name = name_under(GRPC_TCP_PREFIX, &service_name).unwrap_or(service_name.clone());
+    fn build_service(&self, key: &str, instances: &BTreeMap<Box<[u8]>, Endpoint>) -> Service {
+        let ttl = self.staged.params.ttl;
+        let at_question = pointer(QNAME_OFFSET);
+        let at_grpc_service = pointer(GRPC_SERVICE_OFFSET);
 
-        // Labels: natural unless another key of this service took it first
-        // (ids differing only in letter case) or a service of that name
-        // exists (SPEC §3: the service wins, the instance takes its hash).
-        let mut taken: HashSet<&str> = HashSet::new();
-        let mut a = Vec::new();
-        let mut aaaa = Vec::new();
+        let mut labels: HashMap<Box<str>, u32> = HashMap::with_capacity(instances.len());
+        let mut published = Vec::with_capacity(instances.len());
         let mut seen_addrs: HashSet<IpAddr> = HashSet::new();
-        let mut srv = Vec::with_capacity(instances.len());
-        let mut grpc_srv = Vec::with_capacity(instances.len());
-        let mut glue = Vec::new();
-        let mut records = HashMap::with_capacity(instances.len());
-        let mut views = Vec::with_capacity(instances.len());
-        for (etcd_key, instance) in instances {
-            let label = match &instance.natural {
-                Some(natural)
-                    if !taken.contains(natural.as_str())
-                        && !self.services.contains_key(&format!("{natural}.{key}")) =>
-                {
-                    natural.as_str()
-                }
-                _ => instance.hashed.as_str(),
-            };
-            taken.insert(label);
-            let instance_name = match name_under(label, &service_name) {
-                Ok(name) => name,
-                Err(error) => {
-                    error!(service = key, label, %error, "cannot form an instance name");
-                    continue;
-                }
-            };
-            let (record, port, target) = match &instance.endpoint {
-                Endpoint::Ip { addr, port } => {
-                    let rdata = match addr {
-                        IpAddr::V4(v4) => RData::A(A(*v4)),
-                        IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
-                    };
-                    let record = Record::from_rdata(instance_name.clone(), ttl, rdata);
+        let (mut a, mut aaaa) = (WireBuilder::default(), WireBuilder::default());
+        let (mut srv, mut glue) = (WireBuilder::default(), WireBuilder::default());
+        let (mut grpc_srv, mut grpc_glue) = (WireBuilder::default(), WireBuilder::default());
+
+        for (etcd_key, endpoint) in instances {
+            // The natural label unless another key of this service took it
+            // first (ids differing only in letter case) or a service of
+            // that name exists (SPEC §3: the service wins, the instance
+            // takes its hash).
+            let natural = etcd_key
+                .iter()
+                .position(|&b| b == b'/')
+                .and_then(|slash| std::str::from_utf8(&etcd_key[slash + 1..]).ok())
+                .and_then(|id| registration::natural_label(id, key, &self.origin_text))
+                .filter(|natural| {
+                    !labels.contains_key(natural.as_str())
+                        && !self.services.contains_key(&format!("{natural}.{key}"))
+                });
+            let label = natural.unwrap_or_else(|| registration::hashed_label(etcd_key));
+            let label_wire = label_wire(&label);
+            labels.insert(label.into_boxed_str(), published.len() as u32);
+
+            let port = endpoint.port().to_be_bytes();
+            let head = [SRV_PRIORITY.to_be_bytes(), SRV_WEIGHT.to_be_bytes(), port].concat();
+            match endpoint {
+                Endpoint::Ip { addr, .. } => {
+                    let (rtype, octets) = address_rdata(addr);
                     if seen_addrs.insert(*addr) {
-                        let service_record =
-                            Record::from_rdata(service_name.clone(), ttl, record.data.clone());
-                        match addr {
-                            IpAddr::V4(_) => a.push(service_record),
-                            IpAddr::V6(_) => aaaa.push(service_record),
-                        }
+                        let set = if rtype == rrtype::A {
+                            &mut a
+                        } else {
+                            &mut aaaa
+                        };
+                        set.push(&[&at_question], rtype, ttl, &[octets.as_ref()]);
                     }
-                    glue.push(record.clone());
-                    (record, *port, instance_name.clone())
-                }
-                Endpoint::Host { name, port } => {
-                    let target = match Name::from_ascii(format!("{name}.")) {
-                        Ok(target) => target,
-                        Err(error) => {
-                            error!(service = key, host = name, %error, "cannot form a host name");
-                            continue;
-                        }
-                    };
-                    // The instance name points at the host: clients that
-                    // resolve an SRV target again follow it.
-                    let record = Record::from_rdata(
-                        instance_name.clone(),
+                    srv.push(
+                        &[&at_question],
+                        rrtype::SRV,
                         ttl,
-                        RData::CNAME(CNAME(target.clone())),
+                        &[&head, &label_wire, &at_question],
                     );
-                    (record, *port, target)
+                    glue.push(&[&label_wire, &at_question], rtype, ttl, &[octets.as_ref()]);
+                    grpc_srv.push(
+                        &[&at_question],
+                        rrtype::SRV,
+                        ttl,
+                        &[&head, &label_wire, &at_grpc_service],
+                    );
+                    grpc_glue.push(
+                        &[&label_wire, &at_grpc_service],
+                        rtype,
+                        ttl,
+                        &[octets.as_ref()],
+                    );
                 }
-            };
-            let srv_data = RData::SRV(SRV::new(SRV_PRIORITY, SRV_WEIGHT, port, target));
-            srv.push(Record::from_rdata(
-                service_name.clone(),
-                ttl,
-                srv_data.clone(),
-            ));
-            grpc_srv.push(Record::from_rdata(grpc_name.clone(), ttl, srv_data));
-            records.insert(Box::from(label), record);
-            views.push(InstanceView {
-                key: String::from_utf8_lossy(etcd_key).into_owned(),
-                id: instance.id.clone(),
-                label: label.to_owned(),
-                endpoint: instance.endpoint.clone(),
+                Endpoint::Host { name, .. } => {
+                    let target = host_wire(name);
+                    srv.push(&[&at_question], rrtype::SRV, ttl, &[&head, &target]);
+                    grpc_srv.push(&[&at_question], rrtype::SRV, ttl, &[&head, &target]);
+                }
+            }
+            published.push(Instance {
+                key: etcd_key.clone(),
+                endpoint: endpoint.clone(),
             });
         }
         Service {
             key: Arc::from(key),
-            a: a.into(),
-            aaaa: aaaa.into(),
-            srv: srv.into(),
-            grpc_srv: grpc_srv.into(),
-            glue: glue.into(),
-            instances: records,
-            views,
+            instances: published.into(),
+            labels,
+            a: a.finish(),
+            aaaa: aaaa.finish(),
+            srv: srv.finish(),
+            glue: glue.finish(),
+            grpc_srv: grpc_srv.finish(),
+            grpc_glue: grpc_glue.finish(),
             rotation: AtomicUsize::new(0),
         }
     }
-}
-
-fn empty_service(key: &str) -> Service {
-    Service {
-        key: Arc::from(key),
-        a: Box::default(),
-        aaaa: Box::default(),
-        srv: Box::default(),
-        grpc_srv: Box::default(),
-        glue: Box::default(),
-        instances: HashMap::new(),
-        views: Vec::new(),
-        rotation: AtomicUsize::new(0),
-    }
-}
-
-/// `relative` (dotted, relative) followed by `base`.
-fn name_under(relative: &str, base: &Name) -> Result<Name, hickory_proto::ProtoError> {
-    Name::from_ascii(relative)?.append_domain(base)
 }
 
 /// The proper ancestors of a service key below the apex: `a.b.rpc` →
@@ -792,7 +890,7 @@ fn ancestors(key: &str) -> impl Iterator<Item = &str> {
 mod tests {
     use super::*;
 
-    fn store() -> Arc<ZoneStore> {
+    pub(crate) fn store() -> Arc<ZoneStore> {
         Arc::new(ZoneStore::new(ZoneParams {
             origin: Name::from_ascii("svc.local.").unwrap(),
             ttl: 5,
@@ -800,20 +898,16 @@ mod tests {
         }))
     }
 
-    fn reg(service: &str, id: &str, value: &str) -> Registration {
-        let endpoint = match value.rsplit_once(':') {
-            Some((host, port)) => {
-                let port = port.parse().unwrap();
-                let host = host.trim_start_matches('[').trim_end_matches(']');
-                match host.parse::<IpAddr>() {
-                    Ok(addr) => Endpoint::Ip { addr, port },
-                    Err(_) => Endpoint::Host {
-                        name: host.to_owned(),
-                        port,
-                    },
-                }
-            }
-            None => panic!("bad test value"),
+    pub(crate) fn reg(service: &str, id: &str, value: &str) -> Registration {
+        let (host, port) = value.rsplit_once(':').expect("host:port");
+        let port = port.parse().unwrap();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let endpoint = match host.parse::<IpAddr>() {
+            Ok(addr) => Endpoint::Ip { addr, port },
+            Err(_) => Endpoint::Host {
+                name: host.to_owned(),
+                port,
+            },
         };
         Registration {
             service: service.to_owned(),
@@ -840,10 +934,11 @@ mod tests {
         let Some(Lookup::Service(service)) = snap.lookup(&name("SMS.rpc.svc.local.")) else {
             panic!("service not found");
         };
-        assert_eq!(service.a().len(), 1, "two ids, one address: one A");
-        assert_eq!(service.aaaa().len(), 1);
-        assert_eq!(service.srv().len(), 3, "one SRV per instance");
-        assert_eq!(service.glue().len(), 3);
+        assert_eq!(service.a().count(), 1, "two ids, one address: one A");
+        assert_eq!(service.aaaa().count(), 1);
+        assert_eq!(service.srv().count(), 3, "one SRV per instance");
+        assert_eq!(service.glue().count(), 3);
+        assert_eq!(service.a().bytes().len(), 16, "pointer owner + A rdata");
         assert!(matches!(
             snap.lookup(&name("_grpc._tcp.sms.rpc.svc.local.")),
             Some(Lookup::GrpcService(_))
@@ -906,6 +1001,22 @@ mod tests {
     }
 
     #[test]
+    fn keys_that_differ_in_service_case_merge_and_remove() {
+        let store = store();
+        let mut writer = ZoneWriter::new(store.clone());
+        writer.upsert(b"SMS.rpc/1", reg("sms.rpc", "1", "10.0.0.1:1"));
+        writer.upsert(b"sms.rpc/2", reg("sms.rpc", "2", "10.0.0.2:1"));
+        writer.publish();
+        assert_eq!(store.load().instance_count(), 2);
+        assert_eq!(
+            writer.remove(b"SMS.rpc/1"),
+            ServiceChange::Updated("sms.rpc".into())
+        );
+        writer.publish();
+        assert_eq!(store.load().instance_count(), 1);
+    }
+
+    #[test]
     fn readers_keep_their_snapshot_until_publish() {
         let store = store();
         let mut writer = ZoneWriter::new(store.clone());
@@ -957,11 +1068,12 @@ mod tests {
         let snap = store.load();
         let service = snap.service("sms.rpc").unwrap();
         assert!(service.a().is_empty() && service.aaaa().is_empty());
-        let Some(RData::SRV(srv)) = Some(service.srv()[0].data.clone()) else {
-            panic!("not SRV");
-        };
-        assert_eq!(&srv.target, &name("sms-0.sms."));
-        assert_eq!(srv.port, 8001);
+        assert!(service.glue().is_empty());
+        let srv = service.srv().bytes();
+        // owner pointer, type, class, ttl, rdlength, then the SRV fields.
+        assert_eq!(&srv[..4], &[0xC0, 0x0C, 0, 33]);
+        assert_eq!(&srv[12..18], &[0, 0, 0, 10, 0x1F, 0x41], "0 10 8001");
+        assert_eq!(&srv[18..], b"\x05sms-0\x03sms\x00");
     }
 
     #[test]
@@ -996,30 +1108,28 @@ mod tests {
     }
 
     #[test]
-    fn rotation_wraps() {
-        let records: Vec<Record> = (1..=3)
-            .map(|i| Record::from_rdata(name("a."), 1, RData::A(A::new(10, 0, 0, i))))
-            .collect();
-        let order: Vec<_> = rotated(&records, 4).map(|r| r.data.clone()).collect();
-        assert_eq!(order[0], RData::A(A::new(10, 0, 0, 2)));
-        assert_eq!(order.len(), 3);
-        assert_eq!(rotated(&[], 7).count(), 0);
+    fn rotation_wraps_by_whole_records() {
+        let mut builder = WireBuilder::default();
+        for i in 1..=3u8 {
+            builder.push(&[&pointer(12)], rrtype::A, 5, &[&[10, 0, 0, i]]);
+        }
+        let rrs = builder.finish();
+        let (first, second) = rrs.rotated(4);
+        assert_eq!(first.len() + second.len(), 48);
+        assert_eq!(first[12..16], [10, 0, 0, 2], "starts at record 4 % 3 = 1");
+        assert_eq!(second[12..16], [10, 0, 0, 1]);
+        assert_eq!(WireRrs::default().rotated(7), (&[][..], &[][..]));
     }
 
     #[test]
-    fn soa_has_spec_values() {
-        let store = store();
-        let snap = store.load();
-        let RData::SOA(soa) = &snap.soa().data else {
-            panic!("not SOA")
+    fn origin_wire_is_lower_case_wire_form() {
+        let params = ZoneParams {
+            origin: name("Svc.Local."),
+            ttl: 5,
+            negative_ttl: 9,
         };
-        assert_eq!(&soa.mname, &name("ns.svc.local."));
-        assert_eq!(&soa.rname, &name("hostmaster.svc.local."));
-        assert_eq!(
-            (soa.refresh, soa.retry, soa.expire, soa.minimum),
-            (60, 10, 86400, 3)
-        );
-        assert_eq!(snap.negative_soa().ttl, 3, "min(ttl, negative_ttl)");
-        assert_eq!(snap.soa().ttl, 5);
+        assert_eq!(&*params.origin_wire(), b"\x03svc\x05local\x00");
+        assert_eq!(params.origin_text(), "svc.local");
+        assert_eq!(params.negative_soa_ttl(), 5);
     }
 }

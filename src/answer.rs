@@ -1,0 +1,860 @@
+//! Answers in wire format straight from a zone snapshot: parsing the common
+//! query and writing its response, with no allocation.
+//!
+//! Every in-zone answer rpcdns gives is written here, whichever path the
+//! query took: the UDP fast path calls [`parse_query`] and [`respond`]
+//! directly; the full path (hickory, for TCP and anything unusual) builds a
+//! [`Question`] from hickory's parse and calls [`respond`] too, so both
+//! paths give the same answers by construction.
+//!
+//! The service's record sets are stored with owner names that are
+//! compression pointers to the question (RFC 1035 §4.1.4), so a response
+//! is the header, the question as the client sent it (its letter case
+//! echoed byte for byte), and record bytes copied in rotated order.
+
+use crate::registration::Endpoint;
+use crate::zone::{
+    AddrOctets, Lookup, QNAME_OFFSET, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, WireRrs, ZoneSnapshot,
+    address_rdata, host_wire, pointer, rrtype, write_rr,
+};
+
+// ---------------------------------------------------------------------------
+// Constants
+// ---------------------------------------------------------------------------
+
+/// RFC 1035 §4.2.1: UDP messages without EDNS are limited to 512 octets.
+pub const CLASSIC_UDP_PAYLOAD: u16 = 512;
+/// The largest DNS message (TCP).
+pub const MAX_MESSAGE: usize = u16::MAX as usize;
+/// Size of the DNS header.
+pub const HEADER_LEN: usize = 12;
+/// Size of our OPT record: root owner, type, class, TTL, empty RDATA.
+pub const OPT_LEN: usize = 11;
+
+/// Response codes (RFC 1035 §4.1.1, RFC 6891 §9).
+pub mod rcode {
+    pub const NOERROR: u8 = 0;
+    pub const FORMERR: u8 = 1;
+    pub const SERVFAIL: u8 = 2;
+    pub const NXDOMAIN: u8 = 3;
+    pub const NOTIMP: u8 = 4;
+    pub const REFUSED: u8 = 5;
+}
+
+// ---------------------------------------------------------------------------
+// Queries
+// ---------------------------------------------------------------------------
+
+/// What the client said in its OPT record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdnsQuery {
+    /// Requestor's UDP payload size.
+    pub payload: u16,
+    /// The DO bit (RFC 3225), copied into our OPT.
+    pub dnssec_ok: bool,
+}
+
+/// One query, as the answer code needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Question<'a> {
+    pub id: u16,
+    /// Recursion desired: copied into the response.
+    pub rd: bool,
+    /// Checking disabled: copied into the response.
+    pub cd: bool,
+    /// The question section exactly as received (name, type, class), for
+    /// the echo that strict clients compare byte for byte.
+    pub raw: &'a [u8],
+    /// The question name in uncompressed wire form, any letter case.
+    pub name: &'a [u8],
+    pub qtype: u16,
+    pub qclass: u16,
+    pub edns: Option<EdnsQuery>,
+}
+
+impl Question<'_> {
+    /// The largest response this client takes over UDP: 512 without EDNS;
+    /// with EDNS its buffer size, at least 512 (RFC 6891 §6.2.5) and at
+    /// most ours.
+    pub fn udp_limit(&self, max_udp_payload: u16) -> usize {
+        match self.edns {
+            Some(edns) => usize::from(
+                edns.payload
+                    .max(CLASSIC_UDP_PAYLOAD)
+                    .min(max_udp_payload.max(CLASSIC_UDP_PAYLOAD)),
+            ),
+            None => usize::from(CLASSIC_UDP_PAYLOAD),
+        }
+    }
+}
+
+/// Parses `packet` when it is a query the fast path fully understands: one
+/// question with an uncompressed name, opcode QUERY, no answer or
+/// authority records, and at most an EDNS version 0 OPT record with nothing
+/// after it. Anything else is `None` and goes to the full path, which
+/// decides between an answer, FORMERR, BADVERS or NOTIMP.
+pub fn parse_query(packet: &[u8]) -> Option<Question<'_>> {
+    if packet.len() < HEADER_LEN + 5 {
+        return None;
+    }
+    let flags = u16::from_be_bytes([packet[2], packet[3]]);
+    let qr = flags & 0x8000 != 0;
+    let opcode = (flags >> 11) & 0xF;
+    let tc = flags & 0x0200 != 0;
+    let counts = |i: usize| u16::from_be_bytes([packet[4 + 2 * i], packet[5 + 2 * i]]);
+    if qr
+        || opcode != 0
+        || tc
+        || counts(0) != 1
+        || counts(1) != 0
+        || counts(2) != 0
+        || counts(3) > 1
+    {
+        return None;
+    }
+    let name_len = name_len(&packet[HEADER_LEN..])?;
+    let question_end = HEADER_LEN + name_len + 4;
+    let question = packet.get(HEADER_LEN..question_end)?;
+    let qtype = u16::from_be_bytes([question[name_len], question[name_len + 1]]);
+    let qclass = u16::from_be_bytes([question[name_len + 2], question[name_len + 3]]);
+    let rest = &packet[question_end..];
+    let edns = if counts(3) == 1 {
+        // RFC 6891 §6.1.2: owner root, type OPT, class = payload size,
+        // TTL = extended RCODE, version, DO and Z flags.
+        let opt = rest;
+        if opt.len() < OPT_LEN || opt[0] != 0 || u16::from_be_bytes([opt[1], opt[2]]) != rrtype::OPT
+        {
+            return None;
+        }
+        let version = opt[6];
+        let rdlen = usize::from(u16::from_be_bytes([opt[9], opt[10]]));
+        if version != 0 || opt.len() != OPT_LEN + rdlen || !options_well_formed(&opt[OPT_LEN..]) {
+            return None;
+        }
+        Some(EdnsQuery {
+            payload: u16::from_be_bytes([opt[3], opt[4]]),
+            dnssec_ok: opt[7] & 0x80 != 0,
+        })
+    } else {
+        if !rest.is_empty() {
+            return None;
+        }
+        None
+    };
+    Some(Question {
+        id: u16::from_be_bytes([packet[0], packet[1]]),
+        rd: flags & 0x0100 != 0,
+        cd: flags & 0x0010 != 0,
+        raw: question,
+        name: &question[..name_len],
+        qtype,
+        qclass,
+        edns,
+    })
+}
+
+/// The length of the uncompressed name at the start of `bytes`, root label
+/// included; `None` for a compression pointer, a reserved label type, a
+/// name over 255 octets, or a name cut short.
+pub fn name_len(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let len = usize::from(*bytes.get(at)?);
+        if len == 0 {
+            return Some(at + 1);
+        }
+        if len > 63 {
+            return None;
+        }
+        at += 1 + len;
+        // RFC 1035 §3.1: names are at most 255 octets, root included.
+        if at >= 255 {
+            return None;
+        }
+    }
+}
+
+/// EDNS options are (code, length, data) triples that must fill the RDATA
+/// exactly; their content is ignored (RFC 6891 §6.1.2: unknown options
+/// MUST be ignored).
+fn options_well_formed(mut rdata: &[u8]) -> bool {
+    while !rdata.is_empty() {
+        if rdata.len() < 4 {
+            return false;
+        }
+        let len = usize::from(u16::from_be_bytes([rdata[2], rdata[3]]));
+        match rdata.get(4 + len..) {
+            Some(rest) => rdata = rest,
+            None => return false,
+        }
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------
+
+/// What [`respond`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response is in the buffer, with this RCODE.
+    Answered { rcode: u8, truncated: bool },
+    /// The name is outside the zone, or the query is a zone transfer: the
+    /// caller decides (REFUSED, or forwarding).
+    NotHandled,
+}
+
+/// The answer section chosen for a query.
+enum Answer<'a> {
+    /// Records from a prebuilt set, rotated, with their glue.
+    Set {
+        rrs: &'a WireRrs,
+        rotation: usize,
+        glue: Option<&'a WireRrs>,
+    },
+    /// The SOA at the apex.
+    Soa,
+    /// The NS at the apex.
+    Ns,
+    /// The address of one instance.
+    Address(u16, AddrOctets),
+    /// The CNAME of a host-name instance.
+    Cname(Vec<u8>),
+    /// No records: NODATA.
+    NoData,
+    /// No such name.
+    NxDomain,
+}
+
+/// The size of the SOA record we write: pointer owner, fixed fields, mname
+/// `\x02ns` + pointer, rname `\x0ahostmaster` + pointer, five numbers.
+const SOA_RR_LEN: usize = 2 + 10 + (3 + 2) + (11 + 2) + 20;
+/// The size of the NS record: pointer owner, fixed fields, `\x02ns` + pointer.
+const NS_RR_LEN: usize = 2 + 10 + 3 + 2;
+
+/// Writes the response to `question` from `snapshot` into `out` (cleared
+/// first), fitting `limit` octets: glue is dropped first (RFC 2181 §9, no
+/// TC for that); when the answer itself does not fit, TC is set and no
+/// records are sent, never a partial RRset.
+pub fn respond(
+    snapshot: &ZoneSnapshot,
+    question: &Question<'_>,
+    limit: usize,
+    max_udp_payload: u16,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    out.clear();
+    if question.qclass != rrtype::IN || matches!(question.qtype, rrtype::AXFR | rrtype::IXFR) {
+        return Outcome::NotHandled;
+    }
+    // Split the name into labels and find where the apex starts.
+    let mut starts = [0u8; 128];
+    let mut count = 0;
+    let name = question.name;
+    let mut at = 0;
+    while let Some(&len) = name.get(at) {
+        if len == 0 || count == starts.len() {
+            break;
+        }
+        starts[count] = at as u8;
+        count += 1;
+        at += 1 + usize::from(len);
+    }
+    let origin = snapshot.origin_wire();
+    let origin_labels = count_labels(origin);
+    if count < origin_labels {
+        return Outcome::NotHandled;
+    }
+    let skip = count - origin_labels;
+    let apex_at = if skip < count {
+        usize::from(starts[skip])
+    } else {
+        at
+    };
+    // `name[apex_at..]` must be the apex, in any letter case.
+    match name.get(apex_at..) {
+        Some(suffix) if suffix.eq_ignore_ascii_case(origin) => {}
+        _ => return Outcome::NotHandled,
+    }
+    let relative = starts[..skip].iter().map(|&start| {
+        let start = usize::from(start);
+        &name[start + 1..start + 1 + usize::from(name[start])]
+    });
+    let mut buf = [0u8; 255];
+    let lookup = snapshot.lookup_labels(relative, &mut buf);
+    let answer = choose(lookup, question.qtype);
+
+    // Where the apex sits in the echoed question: SOA and NS owners point there.
+    let apex_ptr = pointer(QNAME_OFFSET + apex_at as u16);
+    let params = snapshot.params();
+    let (answer_len, answer_count) = match &answer {
+        Answer::Set { rrs, .. } => (rrs.byte_len(), rrs.count()),
+        Answer::Soa => (SOA_RR_LEN, 1),
+        Answer::Ns => (NS_RR_LEN, 1),
+        Answer::Address(_, octets) => (12 + octets.as_ref().len(), 1),
+        Answer::Cname(target) => (12 + target.len(), 1),
+        Answer::NoData | Answer::NxDomain => (0, 0),
+    };
+    let negative = matches!(answer, Answer::NoData | Answer::NxDomain);
+    let authority_len = if negative { SOA_RR_LEN } else { 0 };
+    let glue = match &answer {
+        Answer::Set {
+            glue: Some(glue), ..
+        } => Some(*glue),
+        _ => None,
+    };
+    let glue_len = glue.map_or(0, WireRrs::byte_len);
+    let opt_len = if question.edns.is_some() { OPT_LEN } else { 0 };
+    let base = HEADER_LEN + question.raw.len() + opt_len;
+
+    let (mut with_answer, mut with_glue, mut truncated) = (true, true, false);
+    if base + answer_len + authority_len + glue_len > limit {
+        with_glue = false;
+        if base + answer_len + authority_len > limit {
+            with_answer = false;
+            truncated = true;
+        }
+    }
+
+    let rcode = if matches!(answer, Answer::NxDomain) {
+        rcode::NXDOMAIN
+    } else {
+        rcode::NOERROR
+    };
+    out.reserve(base + answer_len + authority_len + glue_len);
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    out.extend_from_slice(question.raw);
+    let (mut an, mut ns, mut ar) = (0u16, 0u16, 0u16);
+    if with_answer {
+        match &answer {
+            Answer::Set { rrs, rotation, .. } => {
+                let (first, second) = rrs.rotated(*rotation);
+                out.extend_from_slice(first);
+                out.extend_from_slice(second);
+            }
+            Answer::Soa => write_soa(out, &apex_ptr, params.ttl, snapshot),
+            Answer::Ns => write_rr(
+                out,
+                &[&apex_ptr],
+                rrtype::NS,
+                params.ttl,
+                &[b"\x02ns", &apex_ptr],
+            ),
+            Answer::Address(rtype, octets) => write_rr(
+                out,
+                &[&pointer(QNAME_OFFSET)],
+                *rtype,
+                params.ttl,
+                &[octets.as_ref()],
+            ),
+            Answer::Cname(target) => write_rr(
+                out,
+                &[&pointer(QNAME_OFFSET)],
+                rrtype::CNAME,
+                params.ttl,
+                &[target],
+            ),
+            Answer::NoData | Answer::NxDomain => {}
+        }
+        // Counts fit: a response is at most 65535 octets.
+        an = answer_count as u16;
+        if negative {
+            write_soa(out, &apex_ptr, params.negative_soa_ttl(), snapshot);
+            ns = 1;
+        }
+        if with_glue && let Some(glue) = glue {
+            out.extend_from_slice(glue.bytes());
+            ar = glue.count() as u16;
+        }
+    }
+    if let Some(edns) = question.edns {
+        write_opt(out, max_udp_payload, edns.dnssec_ok);
+        ar += 1;
+    }
+    write_header(
+        out,
+        question,
+        Flags {
+            authoritative: true,
+            truncated,
+            rcode,
+        },
+        [1, an, ns, ar],
+    );
+    Outcome::Answered { rcode, truncated }
+}
+
+/// Picks the records for `qtype` at the name `lookup` found.
+fn choose(lookup: Lookup<'_>, qtype: u16) -> Answer<'_> {
+    use rrtype::{A, AAAA, ANY, NS, SOA, SRV};
+    match lookup {
+        Lookup::Apex => match qtype {
+            // RFC 8482 §4.1: answer ANY with one RRset the name has.
+            SOA | ANY => Answer::Soa,
+            NS => Answer::Ns,
+            _ => Answer::NoData,
+        },
+        Lookup::Service(service) => {
+            let (rrs, glue) = match qtype {
+                A => (service.a(), None),
+                AAAA => (service.aaaa(), None),
+                SRV => (service.srv(), Some(service.glue())),
+                ANY if !service.a().is_empty() => (service.a(), None),
+                ANY if !service.aaaa().is_empty() => (service.aaaa(), None),
+                ANY => (service.srv(), Some(service.glue())),
+                _ => return Answer::NoData,
+            };
+            if rrs.is_empty() {
+                return Answer::NoData;
+            }
+            Answer::Set {
+                rrs,
+                rotation: service.next_rotation(),
+                glue,
+            }
+        }
+        Lookup::GrpcService(service) => match qtype {
+            SRV | ANY if !service.grpc_srv().is_empty() => Answer::Set {
+                rrs: service.grpc_srv(),
+                rotation: service.next_rotation(),
+                glue: Some(service.grpc_glue()),
+            },
+            _ => Answer::NoData,
+        },
+        Lookup::Instance(_, instance) => match instance.endpoint() {
+            Endpoint::Ip { addr, .. } => {
+                let (rtype, octets) = address_rdata(addr);
+                if qtype == rtype || qtype == ANY {
+                    Answer::Address(rtype, octets)
+                } else {
+                    Answer::NoData
+                }
+            }
+            // RFC 1034 §3.6.2: a name with a CNAME has no other data, and
+            // every query for it gets the CNAME (CNAME queries included).
+            Endpoint::Host { name, .. } => Answer::Cname(host_wire(name)),
+        },
+        Lookup::EmptyNonTerminal => Answer::NoData,
+        Lookup::NxDomain => Answer::NxDomain,
+    }
+}
+
+/// Number of labels in a wire name, root excluded.
+fn count_labels(wire: &[u8]) -> usize {
+    let mut at = 0;
+    let mut count = 0;
+    while let Some(&len) = wire.get(at) {
+        if len == 0 {
+            break;
+        }
+        count += 1;
+        at += 1 + usize::from(len);
+    }
+    count
+}
+
+fn write_soa(out: &mut Vec<u8>, apex_ptr: &[u8; 2], ttl: u32, snapshot: &ZoneSnapshot) {
+    let params = snapshot.params();
+    let mut numbers = [0u8; 20];
+    for (slot, value) in numbers.chunks_exact_mut(4).zip([
+        snapshot.serial(),
+        SOA_REFRESH,
+        SOA_RETRY,
+        SOA_EXPIRE,
+        params.negative_ttl,
+    ]) {
+        slot.copy_from_slice(&value.to_be_bytes());
+    }
+    write_rr(
+        out,
+        &[apex_ptr],
+        rrtype::SOA,
+        ttl,
+        &[b"\x02ns", apex_ptr, b"\x0ahostmaster", apex_ptr, &numbers],
+    );
+}
+
+/// Our OPT record (RFC 6891 §6.1.2): version 0, our buffer size, the DO bit
+/// copied (RFC 3225 §3), no options, every other flag zero.
+fn write_opt(out: &mut Vec<u8>, max_udp_payload: u16, dnssec_ok: bool) {
+    out.push(0);
+    out.extend_from_slice(&rrtype::OPT.to_be_bytes());
+    out.extend_from_slice(&max_udp_payload.max(CLASSIC_UDP_PAYLOAD).to_be_bytes());
+    out.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+}
+
+/// Header flags we set.
+#[derive(Debug, Clone, Copy)]
+pub struct Flags {
+    pub authoritative: bool,
+    pub truncated: bool,
+    pub rcode: u8,
+}
+
+/// Writes the 12-octet header at the start of `out`: QR, opcode QUERY, AA
+/// and TC as given, RD and CD copied; RA, Z and AD clear.
+fn write_header(out: &mut [u8], question: &Question<'_>, flags: Flags, counts: [u16; 4]) {
+    out[0..2].copy_from_slice(&question.id.to_be_bytes());
+    out[2] = 0x80
+        | if flags.authoritative { 0x04 } else { 0 }
+        | if flags.truncated { 0x02 } else { 0 }
+        | if question.rd { 0x01 } else { 0 };
+    out[3] = if question.cd { 0x10 } else { 0 } | (flags.rcode & 0x0F);
+    for (i, count) in counts.iter().enumerate() {
+        out[4 + 2 * i..6 + 2 * i].copy_from_slice(&count.to_be_bytes());
+    }
+}
+
+/// A response carrying only a header (and the question when it was
+/// parsed): for FORMERR to a packet whose question cannot be read.
+pub fn header_only_error(packet: &[u8], rcode: u8, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    if packet.len() < HEADER_LEN || packet[2] & 0x80 != 0 {
+        // Too short to answer, or a response: never answer those (no
+        // reflection loops).
+        return false;
+    }
+    out.extend_from_slice(&packet[..2]);
+    // QR, the request's opcode, RD copied.
+    out.push(0x80 | (packet[2] & 0x78) | (packet[2] & 0x01));
+    out.push(rcode & 0x0F);
+    out.extend_from_slice(&[0; 8]);
+    true
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RData, RecordType};
+
+    use super::*;
+    use crate::registration::Registration;
+    use crate::zone::{ZoneParams, ZoneStore, ZoneWriter};
+
+    fn zone() -> Arc<ZoneStore> {
+        let store = Arc::new(ZoneStore::new(ZoneParams {
+            origin: Name::from_ascii("svc.local.").unwrap(),
+            ttl: 5,
+            negative_ttl: 3,
+        }));
+        let mut writer = ZoneWriter::new(store.clone());
+        let mut put = |key: &str, ep: Endpoint| {
+            let (service, id) = key.split_once('/').unwrap();
+            writer.upsert(
+                key.as_bytes(),
+                Registration {
+                    service: service.to_ascii_lowercase(),
+                    instance_id: id.to_owned(),
+                    endpoint: ep,
+                },
+            );
+        };
+        put(
+            "sms.rpc/1",
+            Endpoint::Ip {
+                addr: "10.0.0.5".parse().unwrap(),
+                port: 8001,
+            },
+        );
+        put(
+            "sms.rpc/2",
+            Endpoint::Ip {
+                addr: "fd00::5".parse().unwrap(),
+                port: 8001,
+            },
+        );
+        put(
+            "order.rpc/1",
+            Endpoint::Host {
+                name: "sms-0.sms".into(),
+                port: 9000,
+            },
+        );
+        writer.set_revision(77);
+        writer.publish();
+        store
+    }
+
+    fn query(name: &str, rtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+        let mut message = Message::query();
+        message.metadata.id = 0x1234;
+        message.metadata.recursion_desired = true;
+        message.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+        if let Some(payload) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(payload);
+            message.edns = Some(e);
+        }
+        message.to_vec().unwrap()
+    }
+
+    fn ask(store: &ZoneStore, packet: &[u8], limit: Option<usize>) -> (Outcome, Message, Vec<u8>) {
+        let question = parse_query(packet).expect("fast-path query");
+        let limit = limit.unwrap_or_else(|| question.udp_limit(1232));
+        let mut out = Vec::new();
+        let outcome = respond(&store.load(), &question, limit, 1232, &mut out);
+        let message = Message::from_vec(&out).expect("valid response");
+        (outcome, message, out)
+    }
+
+    #[test]
+    fn a_and_srv_with_glue_decode_cleanly() {
+        let store = zone();
+        let (_, m, _) = ask(
+            &store,
+            &query("SMS.rpc.svc.local.", RecordType::A, None),
+            None,
+        );
+        assert_eq!(m.metadata.message_type, MessageType::Response);
+        assert!(m.metadata.authoritative && m.metadata.recursion_desired);
+        assert_eq!(m.metadata.id, 0x1234);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].ttl, 5);
+        assert_eq!(m.answers[0].data, RData::A("10.0.0.5".parse().unwrap()));
+        assert!(m.edns.is_none(), "no EDNS in, none out");
+
+        let (_, m, _) = ask(
+            &store,
+            &query("sms.rpc.svc.local.", RecordType::SRV, Some(4096)),
+            None,
+        );
+        assert_eq!(m.answers.len(), 2);
+        assert_eq!(m.additionals.len(), 2, "glue for both targets");
+        let names: Vec<String> = m.additionals.iter().map(|r| r.name.to_ascii()).collect();
+        assert!(
+            names.contains(&"1.sms.rpc.svc.local.".to_string()),
+            "{names:?}"
+        );
+        assert_eq!(m.edns.as_ref().map(Edns::max_payload), Some(1232));
+
+        let (_, m, _) = ask(
+            &store,
+            &query("_grpc._tcp.sms.rpc.svc.local.", RecordType::SRV, None),
+            None,
+        );
+        let RData::SRV(srv) = &m.answers[0].data else {
+            panic!("not SRV")
+        };
+        assert!(
+            srv.target.to_ascii().ends_with(".sms.rpc.svc.local."),
+            "{}",
+            srv.target
+        );
+        assert_eq!(
+            m.answers[0].name.to_ascii(),
+            "_grpc._tcp.sms.rpc.svc.local."
+        );
+    }
+
+    #[test]
+    fn rotation_changes_the_first_record() {
+        let store = zone();
+        let packet = query("sms.rpc.svc.local.", RecordType::SRV, None);
+        let (_, a, _) = ask(&store, &packet, None);
+        let (_, b, _) = ask(&store, &packet, None);
+        assert_ne!(a.answers[0], b.answers[0]);
+    }
+
+    #[test]
+    fn negative_answers_carry_the_soa() {
+        let store = zone();
+        let (outcome, m, _) = ask(&store, &query("nope.svc.local.", RecordType::A, None), None);
+        assert_eq!(
+            outcome,
+            Outcome::Answered {
+                rcode: rcode::NXDOMAIN,
+                truncated: false
+            }
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(m.authorities.len(), 1);
+        let soa = &m.authorities[0];
+        assert_eq!(soa.ttl, 3, "min(ttl, negative_ttl)");
+        let RData::SOA(data) = &soa.data else {
+            panic!("not SOA")
+        };
+        assert_eq!(data.serial, 77);
+        assert_eq!(data.mname.to_ascii(), "ns.svc.local.");
+        assert_eq!(data.rname.to_ascii(), "hostmaster.svc.local.");
+        assert_eq!(
+            (data.refresh, data.retry, data.expire, data.minimum),
+            (60, 10, 86400, 3)
+        );
+
+        let (_, m, _) = ask(&store, &query("rpc.svc.local.", RecordType::A, None), None);
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NoError,
+            "ENT is NODATA"
+        );
+        assert!(m.answers.is_empty());
+        assert_eq!(m.authorities.len(), 1);
+
+        let (_, m, _) = ask(&store, &query("svc.local.", RecordType::SOA, None), None);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].ttl, 5);
+        let (_, m, _) = ask(&store, &query("svc.local.", RecordType::NS, None), None);
+        assert_eq!(
+            m.answers[0].data,
+            RData::NS(hickory_proto::rr::rdata::NS(
+                Name::from_ascii("ns.svc.local.").unwrap()
+            ))
+        );
+    }
+
+    #[test]
+    fn instances_and_host_names() {
+        let store = zone();
+        let (_, m, _) = ask(
+            &store,
+            &query("2.sms.rpc.svc.local.", RecordType::AAAA, None),
+            None,
+        );
+        assert_eq!(m.answers[0].data, RData::AAAA("fd00::5".parse().unwrap()));
+        let (_, m, _) = ask(
+            &store,
+            &query("2.sms.rpc.svc.local.", RecordType::A, None),
+            None,
+        );
+        assert!(m.answers.is_empty() && m.authorities.len() == 1);
+        let (_, m, _) = ask(
+            &store,
+            &query("1.order.rpc.svc.local.", RecordType::A, None),
+            None,
+        );
+        assert_eq!(m.answers[0].record_type(), RecordType::CNAME);
+        let (_, m, _) = ask(
+            &store,
+            &query("order.rpc.svc.local.", RecordType::SRV, None),
+            None,
+        );
+        let RData::SRV(srv) = &m.answers[0].data else {
+            panic!("not SRV")
+        };
+        assert_eq!(srv.target.to_ascii(), "sms-0.sms.");
+        assert!(m.additionals.is_empty());
+    }
+
+    #[test]
+    fn outside_the_zone_and_transfers_are_not_handled() {
+        let store = zone();
+        let packet = query("example.com.", RecordType::A, None);
+        let question = parse_query(&packet).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(
+            respond(&store.load(), &question, 512, 1232, &mut out),
+            Outcome::NotHandled
+        );
+        let packet = query("svc.local.", RecordType::AXFR, None);
+        let question = parse_query(&packet).unwrap();
+        assert_eq!(
+            respond(&store.load(), &question, 512, 1232, &mut out),
+            Outcome::NotHandled
+        );
+        // A name that only ends like the zone is outside it.
+        let packet = query("xsvc.local.", RecordType::A, None);
+        let question = parse_query(&packet).unwrap();
+        assert_eq!(
+            respond(&store.load(), &question, 512, 1232, &mut out),
+            Outcome::NotHandled
+        );
+    }
+
+    #[test]
+    fn truncation_drops_glue_then_sets_tc() {
+        let store = zone();
+        let packet = query("sms.rpc.svc.local.", RecordType::SRV, None);
+        let (_, full, bytes) = ask(&store, &packet, Some(512));
+        assert!(!full.metadata.truncation);
+        let glue_len: usize = 2 * 16 + 12; // rough: at least the addresses
+        let (_, no_glue, _) = ask(&store, &packet, Some(bytes.len() - 1));
+        assert!(!no_glue.metadata.truncation, "glue dropped without TC");
+        assert_eq!(no_glue.answers.len(), 2);
+        assert!(no_glue.additionals.is_empty());
+        let (outcome, tc, out) = ask(&store, &packet, Some(bytes.len() - glue_len - 40));
+        assert!(tc.metadata.truncation);
+        assert!(tc.answers.is_empty(), "no partial RRset");
+        assert_eq!(
+            outcome,
+            Outcome::Answered {
+                rcode: rcode::NOERROR,
+                truncated: true
+            }
+        );
+        assert!(out.len() <= bytes.len());
+    }
+
+    #[test]
+    fn edns_is_echoed_with_do_and_nothing_else() {
+        let store = zone();
+        let mut message = Message::query();
+        message.add_query(Query::query(
+            Name::from_ascii("sms.rpc.svc.local.").unwrap(),
+            RecordType::A,
+        ));
+        let mut e = Edns::new();
+        e.set_max_payload(4096);
+        e.set_dnssec_ok(true);
+        message.edns = Some(e);
+        let packet = message.to_vec().unwrap();
+        let (_, m, _) = ask(&store, &packet, None);
+        let edns = m.edns.expect("OPT in the response");
+        assert!(edns.flags().dnssec_ok);
+        assert_eq!(edns.version(), 0);
+        assert!(edns.options().as_ref().is_empty());
+    }
+
+    #[test]
+    fn the_question_is_echoed_byte_for_byte() {
+        let store = zone();
+        let packet = query("SmS.RpC.SvC.LoCaL.", RecordType::A, None);
+        let (_, _, out) = ask(&store, &packet, None);
+        let qlen = packet.len() - HEADER_LEN;
+        assert_eq!(&out[HEADER_LEN..HEADER_LEN + qlen], &packet[HEADER_LEN..]);
+    }
+
+    #[test]
+    fn the_parser_sends_the_unusual_to_the_full_path() {
+        let good = query("sms.rpc.svc.local.", RecordType::A, Some(1232));
+        assert!(parse_query(&good).is_some());
+        let mut response = good.clone();
+        response[2] |= 0x80;
+        assert!(parse_query(&response).is_none(), "a response");
+        let mut notify = good.clone();
+        notify[2] |= 4 << 3;
+        assert!(parse_query(&notify).is_none(), "opcode NOTIFY");
+        let mut v1 = good.clone();
+        let at = v1.len() - 5; // version octet of the OPT TTL
+        v1[at] = 1;
+        assert!(parse_query(&v1).is_none(), "EDNS version 1");
+        let mut trailing = query("sms.rpc.svc.local.", RecordType::A, None);
+        trailing.push(0);
+        assert!(parse_query(&trailing).is_none(), "trailing garbage");
+        assert!(parse_query(&good[..good.len() - 3]).is_none(), "cut short");
+        assert!(parse_query(&[0u8; 5]).is_none());
+        let mut pointer_loop = query("a.", RecordType::A, None);
+        pointer_loop[HEADER_LEN] = 0xC0;
+        pointer_loop[HEADER_LEN + 1] = 0x0C;
+        assert!(parse_query(&pointer_loop).is_none(), "compressed question");
+    }
+
+    #[test]
+    fn header_only_errors_never_answer_responses() {
+        let mut out = Vec::new();
+        let packet = query("a.", RecordType::A, None);
+        assert!(header_only_error(&packet, rcode::FORMERR, &mut out));
+        assert_eq!(out.len(), HEADER_LEN);
+        assert_eq!(out[3] & 0x0F, rcode::FORMERR);
+        let mut response = packet.clone();
+        response[2] |= 0x80;
+        assert!(!header_only_error(&response, rcode::FORMERR, &mut out));
+        assert!(!header_only_error(&packet[..5], rcode::FORMERR, &mut out));
+    }
+}
