@@ -2,8 +2,8 @@
 //!
 //! Parsing happens in two stages (STYLE.md "Config"):
 //!
-//! 1. [`RawConfig`] mirrors the YAML file. Every section denies unknown keys,
-//!    and every leaf is a [`Spanned`] [`RawValue`]: whatever the operator wrote,
+//! 1. `RawConfig` mirrors the YAML file. Every section denies unknown keys,
+//!    and every leaf is a [`Spanned`] `RawValue`: whatever the operator wrote,
 //!    with the line and column it was written at. Type checks are left to the
 //!    second stage on purpose: serde-saphyr's own type errors carry a location
 //!    but not the key, while ours must name both (`dns.ttl`).
@@ -661,7 +661,7 @@ struct RawLog {
     format: Leaf,
 }
 
-/// Parses the YAML text into [`RawConfig`]; errors carry `file:line:column`.
+/// Parses the YAML text into `RawConfig`; errors carry `file:line:column`.
 fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
     // An empty file (or one holding only comments) is a valid, all-default
     // config, but it is not a YAML mapping; handle it before the parser.

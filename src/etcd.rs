@@ -25,10 +25,16 @@ use crate::config::EtcdConfig;
 // Constants
 // ---------------------------------------------------------------------------
 
-/// Keys per page of the full read. Each page is one gRPC message, which the
-/// client decodes up to 4 MiB by default; 1000 go-zero registrations (short
-/// keys, values of at most 512 octets that matter) stay far below that.
-pub const PAGE_SIZE: i64 = 1000;
+/// Keys per page of the full read. etcd 3.4 walks every key left in the
+/// range on each page (it counts them), so a full read costs pages ×
+/// remaining keys: large pages keep 100k keys to ten requests. Each page is
+/// one gRPC message; go-zero registrations are ~60 octets, so a page is
+/// well under a megabyte, and a page too large to decode (huge bad values)
+/// is read again in halves.
+pub const PAGE_SIZE: i64 = 10_000;
+
+/// The largest gRPC message we decode: one page of the full read.
+pub const MAX_PAGE_BYTES: usize = 64 << 20;
 
 /// First reconnect delay after a lost connection.
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
@@ -378,12 +384,12 @@ async fn session(
         }
         Err(error) => return Ok(Interrupt::Lost(format!("{endpoint}: connect: {error}"))),
     };
-    let mut kv = client.kv_client();
+    let mut kv = client.kv_client().max_decoding_message_size(MAX_PAGE_BYTES);
     let mut watch_client = client.watch_client();
 
     loop {
         if let Some(reason) = state.resync {
-            let (kvs, revision) = match read_all(&mut kv, range).await {
+            let (kvs, revision) = match read_all(&mut kv, range, PAGE_SIZE).await {
                 Ok(read) => read,
                 // A compaction between two pages fails the later page; the
                 // read starts over at the new current revision.
@@ -511,6 +517,7 @@ fn convert_events(response: &etcd_client::WatchResponse) -> Vec<KvEvent> {
         .collect()
 }
 
+#[derive(Debug)]
 enum ReadError {
     /// A later page's revision was compacted away mid-read.
     Compacted,
@@ -523,25 +530,36 @@ enum ReadError {
 async fn read_all(
     kv: &mut KvClient,
     range: &KeyRange,
+    page_size: i64,
 ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, i64), ReadError> {
     let mut kvs = Vec::new();
     // 0 asks for the current revision; the first page's header fixes it.
     let mut revision = 0;
     let mut from = range.start.clone();
+    let mut page_size = page_size.max(1);
     loop {
         let mut get_options = GetOptions::new()
             .with_range(range.end.clone())
-            .with_limit(PAGE_SIZE);
+            .with_limit(page_size);
         if revision > 0 {
             get_options = get_options.with_revision(revision);
         }
         let mut response =
-            match tokio::time::timeout(REQUEST_TIMEOUT, kv.get(from, Some(get_options))).await {
+            match tokio::time::timeout(REQUEST_TIMEOUT, kv.get(from.clone(), Some(get_options)))
+                .await
+            {
                 Ok(Ok(response)) => response,
                 Ok(Err(etcd_client::Error::GRpcStatus(status)))
                     if revision > 0 && status.message().contains("compacted") =>
                 {
                     return Err(ReadError::Compacted);
+                }
+                // A page too large to decode: read it again in halves.
+                Ok(Err(etcd_client::Error::GRpcStatus(status)))
+                    if page_size > 1 && status.message().contains("message length too large") =>
+                {
+                    page_size /= 2;
+                    continue;
                 }
                 Ok(Err(error)) => return Err(ReadError::Failed(error.to_string())),
                 Err(_) => return Err(ReadError::Failed("get timed out".to_owned())),
@@ -660,10 +678,41 @@ mod tests {
     // ----- against a real etcd ----------------------------------------------
 
     #[tokio::test]
+    async fn small_pages_read_everything_at_one_revision() {
+        let etcd = EtcdServer::start().await;
+        let mut client = etcd.client().await;
+        let mut revision = 0;
+        // etcd takes at most 128 operations per transaction.
+        for chunk in (0..1000).collect::<Vec<u32>>().chunks(100) {
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|i| {
+                    TxnOp::put(
+                        format!("a.rpc/{i:04}"),
+                        format!("10.0.0.1:{}", 1000 + i),
+                        None,
+                    )
+                })
+                .collect();
+            let response = client.txn(Txn::new().and_then(ops)).await.unwrap();
+            revision = response.header().unwrap().revision();
+        }
+        let mut kv = client.kv_client();
+        let range = KeyRange::for_prefix("");
+        let (kvs, read_revision) = read_all(&mut kv, &range, 300).await.unwrap();
+        assert_eq!(kvs.len(), 1000, "four pages of 300");
+        assert_eq!(read_revision, revision);
+        assert!(
+            kvs.windows(2).all(|w| w[0].0 < w[1].0),
+            "in key order, no repeats"
+        );
+    }
+
+    #[tokio::test]
     async fn paged_read_then_watch_puts_and_deletes() {
         let etcd = EtcdServer::start().await;
         let mut client = etcd.client().await;
-        // 2.5 pages under the prefix, plus keys just outside it.
+        // Keys under the prefix, plus keys just outside it.
         let mut expected = BTreeMap::new();
         let mut revision = 0;
         for chunk in (0..2500).collect::<Vec<u32>>().chunks(100) {

@@ -4,17 +4,20 @@
 //!
 //! ```text
 //!  etcd ──(paged get @R, watch from R+1)──▶ etcd.rs
-//!                                             │ SyncEvent batches
+//!                                             │ KvEvent batches
 //!                                             ▼
 //!                     registration.rs ◀── watcher.rs ──▶ status.rs (ready, connected, skipped keys)
 //!                 (key/value → Registration)  │ upsert / remove one service
 //!                                             ▼
-//!                                          zone.rs  ZoneWriter ──publish──▶ ZoneStore (ArcSwap<ZoneSnapshot>)
-//!                                                                              │ load() per query, never blocks
-//!  client ──UDP/TCP──▶ hickory Server ──▶ dns.rs (RequestHandler) ─────────────┘
-//!                                             │
-//!                                             ▼ response bytes
-//!  operator ──HTTP──▶ admin.rs (/healthz, /readyz, /debug/zone)
+//!                                          zone.rs  ZoneWriter ──publish──▶ ZoneStore (ArcSwap<ZoneSnapshot>,
+//!                                                                            services pre-encoded in wire form)
+//!                                                                              │ guard() per batch, never blocks
+//!  client ──UDP──▶ udp.rs (recvmmsg ×32 per core) ──▶ answer.rs (parse, respond) ┤
+//!                    │ unusual query                                           │
+//!                    └──▶ dns.rs (hickory RequestHandler) ──▶ answer.rs ───────┤
+//!  client ──TCP──▶ hickory Server ──▶ dns.rs ──────────────────────────────────┘
+//!
+//!  operator ──HTTP──▶ admin.rs (/healthz, /readyz, /metrics, /debug/zone)
 //! ```
 //!
 //! Modules, in data-flow order:
