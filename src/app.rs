@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::rr::Name;
-use hickory_server::Server;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -21,16 +20,13 @@ use crate::dns::DnsHandler;
 use crate::etcd;
 use crate::registration::Patterns;
 use crate::status::SyncStatus;
+use crate::tcp;
 use crate::udp::{self, UdpServer};
 use crate::watcher::Watcher;
 use crate::zone::{ZoneParams, ZoneStore, ZoneWriter};
 
 /// How long shutdown may take before we stop waiting.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// A TCP client that sends nothing for this long is disconnected.
-pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Responses queued per TCP connection.
-pub const TCP_RESPONSE_BUFFER: usize = 32;
 /// Attempts to find a port free for both UDP and TCP when asked for port 0.
 const EPHEMERAL_BIND_ATTEMPTS: usize = 20;
 
@@ -186,12 +182,13 @@ pub async fn serve(
     let mut sync =
         tokio::spawn(async move { etcd::run(&etcd_config, &mut watcher, sync_token).await });
 
-    // DNS: UDP on our fast-path threads, TCP through hickory.
-    let handler = DnsHandler::new(store.clone(), dns.max_udp_payload);
-    let mut server = Server::new(handler.clone());
-    let handler = Arc::new(handler);
+    // DNS: UDP on the fast-path threads, TCP on tasks; both fall back to
+    // the hickory handler for anything unusual.
+    let handler = Arc::new(DnsHandler::new(store.clone(), dns.max_udp_payload));
+    let dns_token = CancellationToken::new();
     let mut udp_servers = Vec::with_capacity(listeners.dns.len());
-    for (udp, tcp) in listeners.dns {
+    let mut tcp_servers = tokio::task::JoinSet::new();
+    for (udp, tcp_listener) in listeners.dns {
         udp_servers.push(
             UdpServer::start(
                 udp,
@@ -201,7 +198,12 @@ pub async fn serve(
             )
             .map_err(RunError::UdpThreads)?,
         );
-        server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+        tcp_servers.spawn(tcp::serve(
+            tcp_listener,
+            store.clone(),
+            handler.clone(),
+            dns_token.clone(),
+        ));
     }
 
     // Admin.
@@ -246,8 +248,11 @@ pub async fn serve(
                 server.stop();
             }
         });
-        if let Err(error) = server.shutdown_gracefully().await {
-            warn!(%error, "dns server stopped with an error");
+        dns_token.cancel();
+        while let Some(result) = tcp_servers.join_next().await {
+            if !matches!(result, Ok(Ok(()))) {
+                warn!("a tcp server stopped with an error");
+            }
         }
         if udp.await.is_err() {
             warn!("udp threads did not stop cleanly");

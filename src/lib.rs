@@ -15,7 +15,7 @@
 //!  client ──UDP──▶ udp.rs (recvmmsg ×32 per core) ──▶ answer.rs (parse, respond) ┤
 //!                    │ unusual query                                           │
 //!                    └──▶ dns.rs (hickory RequestHandler) ──▶ answer.rs ───────┤
-//!  client ──TCP──▶ hickory Server ──▶ dns.rs ──────────────────────────────────┘
+//!  client ──TCP──▶ tcp.rs (task per connection) ──▶ answer.rs, or dns.rs ──────┘
 //!
 //!  operator ──HTTP──▶ admin.rs (/healthz, /readyz, /metrics, /debug/zone)
 //! ```
@@ -29,6 +29,7 @@
 //! - [`answer`]: wire-format answers straight from a snapshot (both paths).
 //! - [`dns`]: hickory `RequestHandler`: TCP and unusual queries (the full path).
 //! - [`udp`]: the UDP fast path: batched, one socket per core.
+//! - [`tcp`]: DNS over TCP: pipelined, idle connections closed.
 //! - [`admin`]: the operator's HTTP endpoints.
 //! - [`status`]: readiness latch, etcd connection flag, skipped keys.
 //! - [`app`]: binds the listeners and runs everything until shutdown.
@@ -43,6 +44,7 @@ pub mod etcd;
 pub mod logging;
 pub mod registration;
 pub mod status;
+pub mod tcp;
 pub mod udp;
 pub mod watcher;
 pub mod zone;

@@ -1,0 +1,165 @@
+//! DNS over TCP (RFC 1035 §4.2.2, RFC 7766): two-octet length prefixes,
+//! pipelined queries answered in order, idle connections closed.
+//!
+//! The common query is answered by [`answer::respond`] straight from the
+//! snapshot, as on UDP but without a size limit; anything else goes through
+//! the hickory [`DnsHandler`]. Responses to pipelined queries are written
+//! in one flush when the client has sent several at once.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::answer::{self, MAX_MESSAGE, Outcome, rcode};
+use crate::dns::{CaptureResponse, DnsHandler};
+use crate::zone::ZoneStore;
+
+/// A connection that sends nothing for this long is closed (RFC 7766 §6.2.3
+/// asks servers to time idle connections out; seconds, not minutes).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more are closed on accept, so idle clients
+/// cannot exhaust memory or file descriptors.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Pause after a failed accept (e.g. out of file descriptors), so the loop
+/// does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves DNS over TCP on `listener` until `shutdown`; then stops
+/// accepting, lets every connection finish the query in hand, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    zone: Arc<ZoneStore>,
+    handler: Arc<DnsHandler>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let tracker = TaskTracker::new();
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "tcp accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        if open.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+            debug!(%peer, "too many tcp connections; closing the new one");
+            continue;
+        }
+        open.fetch_add(1, Ordering::AcqRel);
+        let connection = Connection {
+            zone: zone.clone(),
+            handler: handler.clone(),
+            shutdown: shutdown.clone(),
+            peer,
+        };
+        let open = open.clone();
+        tracker.spawn(async move {
+            if let Err(error) = connection.run(stream).await {
+                debug!(%peer, %error, "tcp connection ended");
+            }
+            open.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+struct Connection {
+    zone: Arc<ZoneStore>,
+    handler: Arc<DnsHandler>,
+    shutdown: CancellationToken,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    async fn run(&self, stream: TcpStream) -> io::Result<()> {
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = stream.into_split();
+        let mut reader = BufReader::new(reader);
+        let mut writer = BufWriter::new(writer);
+        let mut query = Vec::with_capacity(512);
+        let mut response = Vec::with_capacity(512);
+        loop {
+            // Between messages: the only place a connection waits, so the
+            // only place shutdown or idleness ends it.
+            let len = tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                len = tokio::time::timeout(IDLE_TIMEOUT, reader.read_u16()) => match len {
+                    Ok(Ok(len)) => usize::from(len),
+                    // Closed by the client, or idle too long.
+                    Ok(Err(_)) | Err(_) => break,
+                },
+            };
+            query.resize(len, 0);
+            match tokio::time::timeout(IDLE_TIMEOUT, reader.read_exact(&mut query)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => break,
+            }
+            self.answer(&query, &mut response).await;
+            if !response.is_empty() {
+                // A response is at most 65535 octets by construction.
+                writer.write_u16(response.len() as u16).await?;
+                writer.write_all(&response).await?;
+            }
+            // Flush when the client has nothing more queued: pipelined
+            // queries get their responses in one write.
+            if reader.buffer().is_empty() {
+                writer.flush().await?;
+            }
+        }
+        writer.flush().await?;
+        Ok(())
+    }
+
+    /// Writes the response to `query` into `response` (empty: no answer).
+    async fn answer(&self, query: &[u8], response: &mut Vec<u8>) {
+        if let Some(question) = answer::parse_query(query) {
+            let snapshot = self.zone.guard();
+            let outcome = answer::respond(
+                &snapshot,
+                &question,
+                MAX_MESSAGE,
+                self.handler.max_udp_payload(),
+                response,
+            );
+            if matches!(outcome, Outcome::Answered { .. }) {
+                return;
+            }
+        }
+        // The full path.
+        response.clear();
+        let request = match Request::from_bytes(query.to_vec(), self.peer, Protocol::Tcp) {
+            Ok(request) => request,
+            Err(error) => {
+                debug!(peer = %self.peer, %error, "malformed tcp query");
+                answer::header_only_error(query, rcode::FORMERR, response);
+                return;
+            }
+        };
+        if request.metadata.message_type == hickory_proto::op::MessageType::Response {
+            return;
+        }
+        let capture = CaptureResponse::new(u16::MAX);
+        self.handler
+            .handle_request::<_, TokioTime>(&request, capture.clone())
+            .await;
+        *response = capture.take();
+    }
+}
