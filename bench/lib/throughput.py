@@ -106,15 +106,21 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """utime + stime of a process tree; /proc/<pid>/stat sums all threads of a process."""
-    ticks = 0
+def tree_cpu_split(root: int) -> tuple[float, float]:
+    """(utime, stime) of a process tree in seconds; /proc/<pid>/stat sums all threads of a process."""
+    user = system = 0
     for pid in descendants(root):
         fields = proc_stat(pid)
         if fields:
             # Fields 14 and 15 of proc(5), utime and stime, in clock ticks.
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLK_TCK
+            user += int(fields[11])
+            system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """utime + stime of a process tree."""
+    return sum(tree_cpu_split(root))
 
 
 class Procs:
@@ -474,23 +480,27 @@ def parse_dnsperf(out: str) -> dict:
     }
 
 
-def saturating_run(cfg: dict, name: str, server: dict, queries: Path) -> dict:
-    argv = dnsperf_argv(
-        cfg,
-        server["port"],
-        queries,
-        ["-l", str(cfg["duration"]), "-c", str(cfg["clients"]), "-q", str(cfg["outstanding"])],
-    )
+def saturating_run(cfg: dict, name: str, server: dict, queries: Path, tcp: bool = False) -> dict:
+    if tcp:
+        # TCP: TCP_CLIENTS connections (dnsperf -c), queries pipelined on each.
+        extra = ["-m", "tcp", "-l", str(cfg["tcp_duration"]), "-c", str(cfg["tcp_clients"]), "-q", str(cfg["outstanding"])]
+    else:
+        extra = ["-l", str(cfg["duration"]), "-c", str(cfg["clients"]), "-q", str(cfg["outstanding"])]
+    argv = dnsperf_argv(cfg, server["port"], queries, extra)
     REPORT.command(argv)
     pid = server["proc"].pid
-    before = tree_cpu_seconds(pid)
+    user_before, system_before = tree_cpu_split(pid)
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    cpu = tree_cpu_seconds(pid) - before
+    user_after, system_after = tree_cpu_split(pid)
+    user, system = user_after - user_before, system_after - system_before
+    cpu = user + system
     result = parse_dnsperf(out)
     result["cpu_s"] = cpu
     result["cpu_us_per_q"] = cpu / max(result["completed"], 1) * 1e6
+    result["user_us_per_q"] = user / max(result["completed"], 1) * 1e6
     say(
-        f"  {name:7} {result['qps']:>10.0f} qps  {result['cpu_us_per_q']:6.2f} us CPU/query  "
+        f"  {name:7} {result['qps']:>10.0f} qps  {result['cpu_us_per_q']:6.2f} us CPU/query "
+        f"({result['user_us_per_q']:.2f} user)  "
         f"server CPU {cpu:6.2f} s ({cpu / result['runtime'] * 100:3.0f}% of a core)  "
         f"lost {result['lost']}/{result['sent']}"
     )
@@ -585,13 +595,42 @@ def run_size(cfg: dict, services: int, per_service: int) -> dict:
             for s in order:
                 runs[s].append(saturating_run(cfg, s, servers[s], queries))
 
-        paced: dict[str, dict] = {}
-        say(f"paced runs ({cfg['paced_qps']} qps, {cfg['paced_duration']} s each):")
-        for s in names[1:] + names[:1]:
-            paced[s] = paced_run(cfg, s, servers[s], queries)
+        # One paced run is at the mercy of the scheduler (p99 moved 3x
+        # between identical runs here): run several, servers alternating,
+        # and report the median of each percentile.
+        paced_runs: dict[str, list[dict]] = {s: [] for s in servers}
+        for r in range(cfg["paced_rounds"]):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            say(
+                f"paced round {r + 1}/{cfg['paced_rounds']} ({cfg['paced_qps']} qps, "
+                f"{cfg['paced_duration']} s each): {' '.join(order)}"
+            )
+            for s in order:
+                paced_runs[s].append(paced_run(cfg, s, servers[s], queries))
+        paced = {
+            s: {
+                key: statistics.median(run[key] for run in results)
+                for key in ("qps", "p50_us", "p99_us", "p999_us", "samples")
+            }
+            | {"rounds": results}
+            for s, results in paced_runs.items()
+        }
+
+        tcp: dict[str, dict] = {}
+        if cfg["tcp_duration"] > 0:
+            say(f"tcp runs ({cfg['tcp_clients']} connections, {cfg['tcp_duration']} s each):")
+            for s in names:
+                tcp[s] = saturating_run(cfg, s, servers[s], queries, tcp=True)
 
         rss = {s: rss_kib(servers[s]["proc"].pid) for s in servers}
-        return {"services": services, "per_service": per_service, "runs": runs, "paced": paced, "rss_kib": rss}
+        return {
+            "services": services,
+            "per_service": per_service,
+            "runs": runs,
+            "paced": paced,
+            "tcp": tcp,
+            "rss_kib": rss,
+        }
     finally:
         PROCS.stop_all()
         if not cfg["keep_tmp"]:
@@ -612,11 +651,12 @@ def rss_kib(root: int) -> int:
 def summarise(cfg: dict, size: dict) -> None:
     say(
         f"\n--- summary S={size['services']} K={size['per_service']} "
-        f"({cfg['rounds']} rounds of {cfg['duration']} s; paced at {cfg['paced_qps']} qps) ---"
+        f"({cfg['rounds']} rounds of {cfg['duration']} s; {cfg['paced_rounds']} paced rounds at "
+        f"{cfg['paced_qps']} qps, median p50/p99) ---"
     )
     say(
         f"{'server':8} {'QPS(med)':>10} {'CPU us/q(med)':>14} {'min..max':>13} {'p50 us':>7} {'p99 us':>7} "
-        f"{'lost':>10} {'RSS MiB':>8} {'CPU/q vs knot':>14} {'QPS vs knot':>12}"
+        f"{'lost':>10} {'RSS MiB':>8} {'CPU/q vs knot':>14} {'QPS vs knot':>12} {'TCP QPS':>9} {'TCP us/q':>9}"
     )
     med = {
         s: (statistics.median(r["qps"] for r in runs), statistics.median(r["cpu_us_per_q"] for r in runs))
@@ -634,6 +674,11 @@ def summarise(cfg: dict, size: dict) -> None:
         say(
             f"{s:8} {qps:>10.0f} {cpu:>14.2f} {min(cpus):>6.2f}..{max(cpus):<6.2f} {p['p50_us']:>7.0f} "
             f"{p['p99_us']:>7.0f} {f'{lost}/{sent}':>10} {size['rss_kib'][s] / 1024:>8.1f} {ratio_cpu:>14} {ratio_qps:>12}"
+            + (
+                f" {size['tcp'][s]['qps']:>9.0f} {size['tcp'][s]['cpu_us_per_q']:>9.2f}"
+                if s in size.get("tcp", {})
+                else f" {'-':>9} {'-':>9}"
+            )
         )
 
 
@@ -683,6 +728,9 @@ def main() -> int:
         "timeout": int(env("QUERY_TIMEOUT", "2")),
         "paced_qps": int(env("PACED_QPS", "20000")),
         "paced_duration": int(env("PACED_DURATION", "10")),
+        "paced_rounds": int(env("PACED_ROUNDS", "3")),
+        "tcp_duration": int(env("TCP_DURATION", "10")),
+        "tcp_clients": int(env("TCP_CLIENTS", "100")),
         "query_lines": int(env("QUERY_LINES", "100000")),
         "server_cpu": env("SERVER_CPU", "0"),
         "load_cpu": env("LOAD_CPU", "1"),
@@ -713,7 +761,8 @@ def main() -> int:
     say(
         f"settings: SIZES={','.join(f'{s}x{k}' for s, k in sizes)} ROUNDS={cfg['rounds']} DURATION={cfg['duration']} "
         f"CLIENTS={cfg['clients']} OUTSTANDING={cfg['outstanding']} PACED_QPS={cfg['paced_qps']} "
-        f"PACED_DURATION={cfg['paced_duration']} SERVER_CPU={cfg['server_cpu']} LOAD_CPU={cfg['load_cpu']}"
+        f"PACED_DURATION={cfg['paced_duration']} PACED_ROUNDS={cfg['paced_rounds']} "
+        f"TCP_DURATION={cfg['tcp_duration']} TCP_CLIENTS={cfg['tcp_clients']} SERVER_CPU={cfg['server_cpu']} LOAD_CPU={cfg['load_cpu']}"
     )
     results = []
     status = 0
