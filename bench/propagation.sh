@@ -146,17 +146,19 @@ need_tools() {
         --no-install-recommends "${missing[@]}"
 }
 
-# free_port VAR: sets VAR to a loopback port that nothing listens on over TCP
-# or UDP and that this script has not handed out yet (not a subshell: the
+# free_port VAR: sets VAR to a loopback port that no TCP or UDP socket holds and that this script has not handed out yet (not a subshell: the
 # list of handed-out ports must persist).
 taken_ports=" "
 free_port() {
     # Names no caller uses: printf -v would set a local of the same name.
     local _fp_port _fp_tries
     for ((_fp_tries = 0; _fp_tries < 200; _fp_tries++)); do
-        _fp_port=$((20000 + RANDOM % 40000))
+        # Below the kernel's ephemeral range (32768 and up by default), so
+        # no outgoing connection takes the port between this check and the
+        # bind; and no socket of any state may hold it now.
+        _fp_port=$((20000 + RANDOM % 12000))
         case "$taken_ports" in *" $_fp_port "*) continue ;; esac
-        if [ -z "$(ss -Htuln "sport = :$_fp_port" 2>/dev/null)" ]; then
+        if [ -z "$(ss -Htuan "sport = :$_fp_port" 2>/dev/null)" ]; then
             taken_ports+="$_fp_port "
             printf -v "$1" '%s' "$_fp_port"
             return 0
