@@ -224,3 +224,129 @@ impl ResponseHandler for CaptureResponse {
         Ok(info)
     }
 }
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use hickory_proto::op::{Edns, Message, Query};
+    use hickory_proto::rr::Name;
+    use hickory_server::net::runtime::TokioTime;
+
+    use super::*;
+    use crate::registration::{Endpoint, Registration};
+    use crate::zone::{ZoneParams, ZoneWriter};
+
+    fn zone() -> Arc<ZoneStore> {
+        let store = Arc::new(ZoneStore::new(ZoneParams {
+            origin: Name::from_ascii("svc.local.").unwrap(),
+            ttl: 5,
+            negative_ttl: 5,
+        }));
+        let mut writer = ZoneWriter::new(store.clone());
+        for (key, addr) in [("sms.rpc/1", "10.0.0.5"), ("v6.rpc/1", "fd00::5")] {
+            let (service, id) = key.split_once('/').unwrap();
+            writer.upsert(
+                key.as_bytes(),
+                Registration {
+                    service: service.into(),
+                    instance_id: id.into(),
+                    endpoint: Endpoint::Ip {
+                        addr: addr.parse().unwrap(),
+                        port: 8001,
+                    },
+                },
+            );
+        }
+        writer.set_revision(3);
+        writer.publish();
+        store
+    }
+
+    async fn full_path(handler: &DnsHandler, packet: &[u8]) -> Message {
+        let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let request = Request::from_bytes(packet.to_vec(), src, Protocol::Udp).unwrap();
+        let capture = CaptureResponse::new(4096);
+        handler
+            .handle_request::<_, TokioTime>(&request, capture.clone())
+            .await;
+        Message::from_vec(&capture.take()).unwrap()
+    }
+
+    fn fast_path(store: &ZoneStore, packet: &[u8]) -> Message {
+        let question = answer::parse_query(packet).unwrap();
+        let mut out = Vec::new();
+        let outcome = answer::respond(
+            &store.load(),
+            &question,
+            question.udp_limit(1232),
+            1232,
+            &mut out,
+        );
+        assert!(matches!(outcome, Outcome::Answered { .. }));
+        Message::from_vec(&out).unwrap()
+    }
+
+    /// The two paths give the same answer to the same query: same header
+    /// flags and RCODE, same records in every section, same EDNS.
+    #[tokio::test]
+    async fn full_path_and_fast_path_agree() {
+        let store = zone();
+        let handler = DnsHandler::new(store.clone(), 1232);
+        let cases = [
+            ("sms.rpc.svc.local.", RecordType::A),
+            ("SMS.rpc.svc.local.", RecordType::SRV),
+            ("_grpc._tcp.sms.rpc.svc.local.", RecordType::SRV),
+            ("1.sms.rpc.svc.local.", RecordType::A),
+            ("v6.rpc.svc.local.", RecordType::A),
+            ("rpc.svc.local.", RecordType::TXT),
+            ("nope.svc.local.", RecordType::A),
+            ("svc.local.", RecordType::SOA),
+            ("svc.local.", RecordType::NS),
+            ("sms.rpc.svc.local.", RecordType::ANY),
+        ];
+        for (name, rtype) in cases {
+            for edns in [None, Some(4096)] {
+                let mut query = Message::query();
+                query.metadata.id = 7;
+                query.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+                if let Some(payload) = edns {
+                    let mut e = Edns::new();
+                    e.set_max_payload(payload);
+                    query.edns = Some(e);
+                }
+                let packet = query.to_vec().unwrap();
+                let full = full_path(&handler, &packet).await;
+                let fast = fast_path(&store, &packet);
+                let case = format!("{name} {rtype} edns={edns:?}");
+                assert_eq!(full.metadata, fast.metadata, "{case}");
+                assert_eq!(full.queries, fast.queries, "{case}");
+                assert_eq!(full.answers, fast.answers, "{case}");
+                assert_eq!(full.authorities, fast.authorities, "{case}");
+                assert_eq!(full.additionals, fast.additionals, "{case}");
+                assert_eq!(full.edns, fast.edns, "{case}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_full_path_refuses_what_it_must() {
+        let store = zone();
+        let handler = DnsHandler::new(store, 1232);
+        for (name, rtype, want) in [
+            ("example.com.", RecordType::A, ResponseCode::Refused),
+            ("svc.local.", RecordType::AXFR, ResponseCode::Refused),
+            ("svc.local.", RecordType::IXFR, ResponseCode::Refused),
+        ] {
+            let mut query = Message::query();
+            query.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+            let response = full_path(&handler, &query.to_vec().unwrap()).await;
+            assert_eq!(response.metadata.response_code, want, "{name} {rtype}");
+            assert!(!response.metadata.authoritative || want != ResponseCode::Refused);
+        }
+    }
+}

@@ -62,6 +62,22 @@ fn wait_a(dns: SocketAddr, name: &str, want: &[&str]) {
     eventually(PROPAGATION, || check_a(dns, name, &want));
 }
 
+/// Waits until `name` has `count` SRV records: every registration made so
+/// far has arrived (each put is its own watch event).
+fn wait_srv_count(dns: SocketAddr, name: &str, count: usize) {
+    eventually(PROPAGATION, || {
+        let msg = try_query_tcp(dns, name, RecordType::SRV, None)?;
+        if msg.answers.len() == count {
+            Ok(())
+        } else {
+            Err(format!(
+                "{name} has {} SRV, want {count}: {msg}",
+                msg.answers.len()
+            ))
+        }
+    });
+}
+
 fn serial(dns: SocketAddr) -> Result<u32, String> {
     let msg = try_query_udp(dns, ZONE, RecordType::SOA, None)?;
     soa_of(&msg.answers)
@@ -89,6 +105,7 @@ async fn a_and_aaaa_list_each_distinct_address_once() {
         register(c, "sms.rpc", "[fd00:0::5]:8002", 10).await,
         register(c, "sms.rpc", "sms-0.sms:8001", 10).await,
     ];
+    wait_srv_count(env.dns(), SMS, 6);
     wait_a(env.dns(), SMS, &["10.0.0.5", "10.0.0.6"]);
     let a = query_udp(env.dns(), SMS, RecordType::A, None);
     assert_authoritative(&a, SMS);
@@ -206,7 +223,7 @@ async fn instance_names_answer_their_address() {
     let env = TestEnv::start(&[]).await;
     let v4 = register(&env.client, "sms.rpc", "10.0.0.5:8001", 10).await;
     let v6 = register(&env.client, "sms.rpc", "[fd00::7]:8001", 10).await;
-    wait_a(env.dns(), &v4.instance_name(), &["10.0.0.5"]);
+    wait_srv_count(env.dns(), SMS, 2);
     let msg = query_udp(env.dns(), &v4.instance_name(), RecordType::A, None);
     assert_authoritative(&msg, &v4.instance_name());
     assert_eq!(msg.answers.len(), 1, "{msg}");
@@ -301,7 +318,7 @@ async fn any_answers_exactly_one_rrset() {
     let env = TestEnv::start(&[]).await;
     let _a = register(&env.client, "sms.rpc", "10.0.0.5:8001", 10).await;
     let _b = register(&env.client, "sms.rpc", "[fd00::5]:8001", 10).await;
-    wait_a(env.dns(), SMS, &["10.0.0.5"]);
+    wait_srv_count(env.dns(), SMS, 2);
     let msg = query_tcp(env.dns(), SMS, RecordType::ANY, None);
     assert_authoritative(&msg, SMS);
     assert_eq!(msg.metadata.response_code, ResponseCode::NoError, "{msg}");
