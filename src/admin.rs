@@ -11,7 +11,6 @@
 //! shutdown for longer than that.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{self, Gauges, Metrics};
 use crate::status::SyncStatus;
 use crate::zone::ZoneStore;
 
@@ -42,18 +42,6 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// does not spin while the condition lasts.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Gauge: 1 while the etcd connection is up, else 0.
-pub const METRIC_ETCD_CONNECTED: &str = "rpcdns_etcd_connected";
-/// Gauge: the etcd revision the zone reflects.
-pub const METRIC_ETCD_REVISION: &str = "rpcdns_etcd_revision";
-/// Gauge: services in the published zone.
-pub const METRIC_ZONE_SERVICES: &str = "rpcdns_zone_services";
-/// Gauge: instances in the published zone.
-pub const METRIC_ZONE_INSTANCES: &str = "rpcdns_zone_instances";
-
-/// Content type of the Prometheus text exposition format.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
 const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 const JSON_CONTENT_TYPE: &str = "application/json";
 /// RFC 9110 §15.5.6: "The origin server MUST generate an Allow header field
@@ -65,11 +53,13 @@ const ALLOWED_METHODS: &str = "GET, HEAD";
 // State and server
 // ---------------------------------------------------------------------------
 
-/// What the endpoints read: the published zone and the sync status.
+/// What the endpoints read: the published zone, the sync status and the
+/// counters.
 #[derive(Debug, Clone)]
 pub struct AdminState {
     pub zone: Arc<ZoneStore>,
     pub status: Arc<SyncStatus>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` is cancelled,
@@ -178,6 +168,10 @@ fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full<Byt
     match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if state.status.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/readyz" if state.status.is_shutting_down() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n",
+        ),
         "/readyz" => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: waiting for the first full etcd read\n",
@@ -213,45 +207,13 @@ fn debug_zone(state: &AdminState) -> Response<Full<Bytes>> {
 
 fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
     let snapshot = state.zone.load();
-    let mut out = String::new();
-    gauge(
-        &mut out,
-        METRIC_ETCD_CONNECTED,
-        "1 while rpcdns has a working etcd connection, else 0.",
-        i64::from(state.status.is_connected()),
-    );
-    gauge(
-        &mut out,
-        METRIC_ETCD_REVISION,
-        "The etcd revision the zone reflects.",
-        state.status.revision(),
-    );
-    gauge(
-        &mut out,
-        METRIC_ZONE_SERVICES,
-        "Services in the published DNS zone.",
-        count(snapshot.service_count()),
-    );
-    gauge(
-        &mut out,
-        METRIC_ZONE_INSTANCES,
-        "Instances in the published DNS zone.",
-        count(snapshot.instance_count()),
-    );
-    with_type(StatusCode::OK, METRICS_CONTENT_TYPE, Bytes::from(out))
-}
-
-/// Appends one gauge in the Prometheus text format.
-fn gauge(out: &mut String, name: &str, help: &str, value: i64) {
-    // Writing to a String cannot fail.
-    let _ = write!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-    );
-}
-
-fn count(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+    let body = state.metrics.render(&Gauges {
+        zone_services: snapshot.service_count(),
+        zone_instances: snapshot.instance_count(),
+        etcd_connected: state.status.is_connected(),
+        etcd_revision: state.status.revision(),
+    });
+    with_type(StatusCode::OK, metrics::CONTENT_TYPE, Bytes::from(body))
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -307,6 +269,7 @@ mod tests {
         let state = AdminState {
             zone: Arc::new(ZoneStore::new(params)),
             status: Arc::new(SyncStatus::new()),
+            metrics: Arc::new(Metrics::with_shards(1)),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
@@ -402,6 +365,12 @@ mod tests {
         let after = request(server.addr, "GET", "/readyz?verbose=1").await;
         assert_eq!(after.status, 200);
         assert_eq!(after.body, "ready\n");
+
+        server.state.status.begin_shutdown();
+        let during = request(server.addr, "GET", "/readyz").await;
+        assert_eq!(during.status, 503);
+        assert_eq!(during.body, "not ready: shutting down\n");
+        assert_eq!(request(server.addr, "GET", "/healthz").await.status, 200);
     }
 
     #[tokio::test]
@@ -454,7 +423,7 @@ mod tests {
 
         let reply = request(server.addr, "GET", "/metrics").await;
         assert_eq!(reply.status, 200);
-        assert_eq!(reply.header("content-type"), Some(METRICS_CONTENT_TYPE));
+        assert_eq!(reply.header("content-type"), Some(metrics::CONTENT_TYPE));
         assert!(reply.body.contains("# TYPE rpcdns_etcd_connected gauge\n"));
         assert!(reply.body.contains("\nrpcdns_etcd_connected 1\n"));
         assert!(reply.body.contains("\nrpcdns_etcd_revision 42\n"));

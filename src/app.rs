@@ -1,8 +1,10 @@
 //! Binds the listeners and runs sync, DNS and admin until shutdown.
 //!
-//! Shutdown order (STYLE.md): a signal cancels the token; the etcd watcher
-//! stops; the DNS server stops accepting and finishes in-flight answers;
-//! the admin endpoint stops last. All of it within [`DEFAULT_SHUTDOWN_GRACE`].
+//! Shutdown order (STYLE.md): a signal cancels the token; `/readyz` turns
+//! 503 at once; the etcd watcher stops; the DNS server stops accepting and
+//! finishes in-flight answers (a TCP query half received is read and
+//! answered); the admin endpoint stops last, so `/readyz` shows the drain.
+//! All of it within [`DEFAULT_SHUTDOWN_GRACE`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,6 +20,7 @@ use crate::admin::{self, AdminState};
 use crate::config::{Config, DnsConfig, EtcdConfig, HttpConfig, LogConfig};
 use crate::dns::DnsHandler;
 use crate::etcd;
+use crate::metrics::Metrics;
 use crate::registration::Patterns;
 use crate::status::SyncStatus;
 use crate::tcp;
@@ -169,12 +172,14 @@ pub async fn serve(
     let origin_text = params.origin_text();
     let store = Arc::new(ZoneStore::new(params));
     let status = Arc::new(SyncStatus::new());
+    let metrics = Arc::new(Metrics::new());
     let patterns = Patterns::new(&etcd_config.patterns).map_err(RunError::Pattern)?;
 
     // etcd → zone.
     let mut watcher = Watcher::new(
         ZoneWriter::new(store.clone()),
         status.clone(),
+        metrics.clone(),
         patterns,
         origin_text,
     );
@@ -184,7 +189,11 @@ pub async fn serve(
 
     // DNS: UDP on the fast-path threads, TCP on tasks; both fall back to
     // the hickory handler for anything unusual.
-    let handler = Arc::new(DnsHandler::new(store.clone(), dns.max_udp_payload));
+    let handler = Arc::new(
+        DnsHandler::new(store.clone(), dns.max_udp_payload).with_forwarding(
+            crate::forward::Forwarder::new(dns.upstream.clone(), dns.allow_recursion_from.clone()),
+        ),
+    );
     let dns_token = CancellationToken::new();
     let mut udp_servers = Vec::with_capacity(listeners.dns.len());
     let mut tcp_servers = tokio::task::JoinSet::new();
@@ -194,6 +203,7 @@ pub async fn serve(
                 udp,
                 store.clone(),
                 handler.clone(),
+                metrics.clone(),
                 tokio::runtime::Handle::current(),
             )
             .map_err(RunError::UdpThreads)?,
@@ -202,6 +212,7 @@ pub async fn serve(
             tcp_listener,
             store.clone(),
             handler.clone(),
+            metrics.clone(),
             dns_token.clone(),
         ));
     }
@@ -213,6 +224,7 @@ pub async fn serve(
         AdminState {
             zone: store.clone(),
             status: status.clone(),
+            metrics,
         },
         admin_token.clone(),
     ));
@@ -231,10 +243,13 @@ pub async fn serve(
         },
         _ = &mut admin => Err(RunError::TaskEnded("admin http server")),
     };
+    // First, before anything stops: load balancers and Kubernetes see 503
+    // and stop sending queries while the rest drains.
+    status.begin_shutdown();
     if let Err(error) = &outcome {
         error!(%error, "shutting down");
     }
-    info!("shutting down");
+    info!("shutting down: readiness withdrawn, draining");
 
     // Stop in order: watcher, DNS, admin; all within the grace period.
     let drain = async {
@@ -244,9 +259,10 @@ pub async fn serve(
         }
         // The UDP threads finish the batch in hand; joining them blocks.
         let udp = tokio::task::spawn_blocking(move || {
-            for server in udp_servers {
-                server.stop();
-            }
+            udp_servers
+                .into_iter()
+                .map(UdpServer::stop)
+                .collect::<Vec<_>>()
         });
         dns_token.cancel();
         while let Some(result) = tcp_servers.join_next().await {
@@ -254,8 +270,15 @@ pub async fn serve(
                 warn!("a tcp server stopped with an error");
             }
         }
-        if udp.await.is_err() {
-            warn!("udp threads did not stop cleanly");
+        match udp.await {
+            // Then the full-path answers (forwarded queries) they handed
+            // to the runtime.
+            Ok(in_flight) => {
+                for tracker in in_flight {
+                    tracker.wait().await;
+                }
+            }
+            Err(_) => warn!("udp threads did not stop cleanly"),
         }
         admin_token.cancel();
         if !admin.is_finished() {
@@ -272,6 +295,8 @@ pub async fn serve(
         );
         sync.abort();
         admin.abort();
+    } else {
+        info!("stopped");
     }
     outcome
 }

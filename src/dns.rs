@@ -6,6 +6,12 @@
 //! echoing the question section byte for byte. The records themselves come
 //! from [`crate::answer::respond`], the same code the UDP fast path runs, so
 //! both paths answer alike.
+//!
+//! Names outside the zone reach only this path (the fast path hands them
+//! over): they are forwarded through [`crate::forward::Forwarder`] when one
+//! is configured and allows the client, else REFUSED. A forwarded answer
+//! goes back under the client's ID and question, RA set, AA clear, with our
+//! own OPT record, and within the client's UDP limit.
 
 use std::sync::Arc;
 
@@ -20,6 +26,7 @@ use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use tracing::{debug, warn};
 
 use crate::answer::{self, CLASSIC_UDP_PAYLOAD, EdnsQuery, MAX_MESSAGE, Outcome, Question};
+use crate::forward::{ForwardQuery, Forwarder, Transport};
 use crate::zone::ZoneStore;
 
 /// The largest UDP payload we advertise and send unless configured
@@ -31,6 +38,16 @@ pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
 pub struct DnsHandler {
     zone: Arc<ZoneStore>,
     max_udp_payload: u16,
+    /// Where names outside the zone go; `None`: REFUSED for everyone.
+    forwarder: Option<Forwarder>,
+}
+
+/// What the full path makes of a request with one well-formed question.
+enum Resolution {
+    /// Our own answer (inside the zone), decoded from the wire answer.
+    Local(Message),
+    /// A name outside the zone: forward it or refuse it.
+    Outside,
 }
 
 impl DnsHandler {
@@ -38,6 +55,30 @@ impl DnsHandler {
         Self {
             zone,
             max_udp_payload: max_udp_payload.max(CLASSIC_UDP_PAYLOAD),
+            forwarder: None,
+        }
+    }
+
+    /// Forwards names outside the zone through `forwarder` (for the clients
+    /// it allows) instead of refusing them all.
+    pub fn with_forwarding(mut self, forwarder: Forwarder) -> Self {
+        self.forwarder = Some(forwarder);
+        self
+    }
+
+    /// The largest response the client of `request` takes: over UDP, 512
+    /// without EDNS, else its buffer size within 512..=ours; over TCP, the
+    /// largest message.
+    fn response_limit(&self, request: &Request) -> usize {
+        match request.protocol() {
+            Protocol::Udp => usize::from(match &request.edns {
+                Some(edns) => edns
+                    .max_payload()
+                    .max(CLASSIC_UDP_PAYLOAD)
+                    .min(self.max_udp_payload),
+                None => CLASSIC_UDP_PAYLOAD,
+            }),
+            _ => MAX_MESSAGE,
         }
     }
 
@@ -57,9 +98,10 @@ impl DnsHandler {
         Some(edns)
     }
 
-    /// Answers a request with one well-formed question: the records, the
-    /// flags and the RCODE, decoded from the wire answer.
-    fn records(&self, request: &Request) -> Result<Message, ResponseCode> {
+    /// Answers a request with one well-formed question from the zone: the
+    /// records, the flags and the RCODE, decoded from the wire answer; or
+    /// says the name is outside the zone.
+    fn records(&self, request: &Request) -> Result<Resolution, ResponseCode> {
         let queries = request.queries.queries();
         let [query] = queries else {
             return Err(ResponseCode::FormErr);
@@ -92,14 +134,126 @@ impl DnsHandler {
         let mut wire = Vec::with_capacity(512);
         let snapshot = self.zone.guard();
         match answer::respond(&snapshot, &question, limit, self.max_udp_payload, &mut wire) {
-            // Outside the zone: not an open resolver.
-            Outcome::NotHandled => Err(ResponseCode::Refused),
-            Outcome::Answered { .. } => Message::from_vec(&wire).map_err(|error| {
-                warn!(id = request.metadata.id, %error, "cannot decode our own answer");
-                ResponseCode::ServFail
-            }),
+            // Outside the zone (class IN, not a transfer: both checked above).
+            Outcome::NotHandled => Ok(Resolution::Outside),
+            Outcome::Answered { .. } => {
+                Message::from_vec(&wire)
+                    .map(Resolution::Local)
+                    .map_err(|error| {
+                        warn!(id = request.metadata.id, %error, "cannot decode our own answer");
+                        ResponseCode::ServFail
+                    })
+            }
         }
     }
+
+    /// A name outside the zone: forwarded when a forwarder allows this
+    /// client, else REFUSED (SPEC §7: not an open resolver; with no
+    /// upstream, REFUSED for everyone). A forwarded answer keeps the
+    /// upstream's RCODE, TC, records and AD (only for a client that asked
+    /// for DNSSEC, RFC 6840 §5.8); no upstream answering is SERVFAIL.
+    async fn forward(&self, request: &Request, metadata: &mut Metadata) -> Option<Message> {
+        let Some(forwarder) = self
+            .forwarder
+            .as_ref()
+            .filter(|f| f.allows(request.src().ip()))
+        else {
+            metadata.response_code = ResponseCode::Refused;
+            return None;
+        };
+        // We do offer recursion to this client: RA on every answer to it.
+        metadata.recursion_available = true;
+        let Some(query) = request.queries.queries().first() else {
+            metadata.response_code = ResponseCode::FormErr;
+            return None;
+        };
+        let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        let transport = match request.protocol() {
+            Protocol::Udp => Transport::Udp {
+                // At most 65535 by construction.
+                limit: u16::try_from(self.response_limit(request)).unwrap_or(u16::MAX),
+            },
+            _ => Transport::Tcp,
+        };
+        let forward = ForwardQuery {
+            query: query.original().clone(),
+            dnssec_ok,
+            checking_disabled: request.metadata.checking_disabled,
+            transport,
+        };
+        match forwarder.forward(&forward).await {
+            Ok(reply) => {
+                metadata.response_code = reply.metadata.response_code;
+                metadata.truncation = reply.metadata.truncation;
+                metadata.authentic_data =
+                    reply.metadata.authentic_data && (dnssec_ok || request.metadata.authentic_data);
+                Some(reply)
+            }
+            Err(error) => {
+                debug!(id = request.metadata.id, %error, "forwarding failed; SERVFAIL");
+                metadata.response_code = ResponseCode::ServFail;
+                None
+            }
+        }
+    }
+}
+
+/// How many octets the response would take, encoded without a limit.
+fn encoded_len(
+    request: &Request,
+    edns: Option<&Edns>,
+    metadata: Metadata,
+    sections: [&[Record]; 3],
+) -> Option<usize> {
+    let mut builder = MessageResponseBuilder::new(&request.queries, None);
+    if let Some(edns) = edns {
+        builder.edns(edns);
+    }
+    let [answers, authorities, additionals] = sections;
+    let response = builder.build(
+        metadata,
+        answers.iter(),
+        authorities.iter(),
+        std::iter::empty(),
+        additionals.iter(),
+    );
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    response.destructive_emit(&mut encoder).ok()?;
+    Some(bytes.len())
+}
+
+/// Fits a forwarded answer into `limit` octets as RFC 2181 §9 asks: the
+/// additional section goes first, without TC ("the TC bit should not be
+/// set merely because some extra information could have been included");
+/// when the answer and authority sections still do not fit, TC is set and
+/// no records are sent, never a partial RRset, so the client retries over
+/// TCP. A truncated upstream answer is relayed the same way: TC, no records.
+fn fit_forwarded<'m>(
+    request: &Request,
+    edns: Option<&Edns>,
+    metadata: &mut Metadata,
+    reply: &'m Message,
+    limit: usize,
+) -> [&'m [Record]; 3] {
+    let full = [
+        reply.answers.as_slice(),
+        reply.authorities.as_slice(),
+        reply.additionals.as_slice(),
+    ];
+    let empty: [&[Record]; 3] = [&[], &[], &[]];
+    if metadata.truncation {
+        return empty;
+    }
+    if encoded_len(request, edns, *metadata, full).is_some_and(|len| len <= limit) {
+        return full;
+    }
+    let no_glue = [full[0], full[1], &[]];
+    if encoded_len(request, edns, *metadata, no_glue).is_some_and(|len| len <= limit) {
+        return no_glue;
+    }
+    metadata.truncation = true;
+    empty
 }
 
 #[async_trait::async_trait]
@@ -123,22 +277,42 @@ impl RequestHandler for DnsHandler {
             self.records(request)
         };
 
-        let empty: Vec<Record> = Vec::new();
+        let empty: [&[Record]; 3] = [&[], &[], &[]];
+        let mut forwarded = false;
         let message = match outcome {
-            Ok(message) => {
+            Ok(Resolution::Local(message)) => {
                 metadata.response_code = message.metadata.response_code;
                 metadata.authoritative = message.metadata.authoritative;
                 metadata.truncation = message.metadata.truncation;
                 Some(message)
+            }
+            // The guard on the snapshot is gone by now: the wait for an
+            // upstream holds nothing.
+            Ok(Resolution::Outside) => {
+                forwarded = true;
+                self.forward(request, &mut metadata).await
             }
             Err(code) => {
                 metadata.response_code = code;
                 None
             }
         };
-        let (answers, authorities, additionals) = match &message {
-            Some(m) => (&m.answers, &m.authorities, &m.additionals),
-            None => (&empty, &empty, &empty),
+        let [answers, authorities, additionals] = match &message {
+            // Our own answers already fit the limit (answer::respond); a
+            // forwarded one is fitted here.
+            Some(m) if !forwarded => [
+                m.answers.as_slice(),
+                m.authorities.as_slice(),
+                m.additionals.as_slice(),
+            ],
+            Some(m) => fit_forwarded(
+                request,
+                edns.as_ref(),
+                &mut metadata,
+                m,
+                self.response_limit(request),
+            ),
+            None => empty,
         };
         let mut builder = MessageResponseBuilder::new(&request.queries, None);
         if let Some(edns) = &edns {
@@ -331,6 +505,130 @@ mod tests {
                 assert_eq!(full.edns, fast.edns, "{case}");
             }
         }
+    }
+
+    /// A fake upstream on loopback UDP: answers each query with what
+    /// `answer` makes of it, under the query's ID and question.
+    async fn fake_upstream(answer: fn(&mut Message)) -> SocketAddr {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((len, from)) = socket.recv_from(&mut buf).await {
+                let query = Message::from_vec(&buf[..len]).unwrap();
+                let mut reply = Message::response(query.metadata.id, OpCode::Query);
+                reply.metadata.recursion_desired = true;
+                reply.metadata.recursion_available = true;
+                reply.add_queries(query.queries.clone());
+                answer(&mut reply);
+                let _ = socket.send_to(&reply.to_vec().unwrap(), from).await;
+            }
+        });
+        addr
+    }
+
+    fn a_record(name: &str, last: u8) -> Record {
+        Record::from_rdata(
+            Name::from_ascii(name).unwrap(),
+            60,
+            hickory_proto::rr::RData::A(std::net::Ipv4Addr::new(192, 0, 2, last).into()),
+        )
+    }
+
+    fn forwarding(upstream: SocketAddr, allow: &str) -> DnsHandler {
+        let forwarder = Forwarder::new(vec![upstream], vec![allow.parse().unwrap()]);
+        DnsHandler::new(zone(), 1232).with_forwarding(forwarder)
+    }
+
+    fn outside_query(edns: Option<u16>) -> Vec<u8> {
+        let mut query = Message::query();
+        query.metadata.id = 99;
+        query.metadata.recursion_desired = true;
+        query.add_query(Query::query(
+            Name::from_ascii("WWW.Example.Test.").unwrap(),
+            RecordType::A,
+        ));
+        if let Some(payload) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(payload);
+            query.edns = Some(e);
+        }
+        query.to_vec().unwrap()
+    }
+
+    /// A forwarded answer: the client's ID and question bytes, RA set, AA
+    /// clear even when the upstream set it, our own OPT.
+    #[tokio::test]
+    async fn a_forwarded_answer_is_the_clients_not_the_upstreams() {
+        let upstream = fake_upstream(|reply| {
+            reply.metadata.authoritative = true;
+            reply.add_answer(a_record("www.example.test.", 7));
+        })
+        .await;
+        let handler = forwarding(upstream, "127.0.0.0/8");
+        let packet = outside_query(Some(4096));
+        let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let request = Request::from_bytes(packet.clone(), src, Protocol::Udp).unwrap();
+        let capture = CaptureResponse::new(4096);
+        handler
+            .handle_request::<_, TokioTime>(&request, capture.clone())
+            .await;
+        let bytes = capture.take();
+        let question = &packet[12..packet.len() - 11];
+        assert_eq!(&bytes[12..12 + question.len()], question);
+        let response = Message::from_vec(&bytes).unwrap();
+        assert_eq!(response.metadata.id, 99);
+        assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+        assert!(response.metadata.recursion_available);
+        assert!(!response.metadata.authoritative);
+        assert_eq!(response.answers, vec![a_record("www.example.test.", 7)]);
+        assert_eq!(response.edns.unwrap().max_payload(), 1232);
+    }
+
+    #[tokio::test]
+    async fn a_client_not_allowed_is_refused_without_asking_upstream() {
+        let upstream = fake_upstream(|reply| {
+            reply.add_answer(a_record("www.example.test.", 7));
+        })
+        .await;
+        let handler = forwarding(upstream, "10.0.0.0/8");
+        let response = full_path(&handler, &outside_query(None)).await;
+        assert_eq!(response.metadata.response_code, ResponseCode::Refused);
+        assert!(!response.metadata.recursion_available);
+        assert!(response.answers.is_empty());
+    }
+
+    /// An upstream answer too big for the client's UDP limit: glue goes
+    /// first without TC; then TC and no records, never a partial RRset.
+    #[tokio::test]
+    async fn a_forwarded_answer_fits_the_clients_limit() {
+        let glue_only = fake_upstream(|reply| {
+            reply.add_answer(a_record("www.example.test.", 1));
+            for last in 0..40 {
+                reply.add_additional(a_record("glue.example.test.", last));
+            }
+        })
+        .await;
+        let response = full_path(&forwarding(glue_only, "127.0.0.0/8"), &outside_query(None)).await;
+        assert!(!response.metadata.truncation);
+        assert_eq!(response.answers.len(), 1);
+        assert!(response.additionals.is_empty());
+
+        let big = fake_upstream(|reply| {
+            for last in 0..40 {
+                reply.add_answer(a_record("www.example.test.", last));
+            }
+        })
+        .await;
+        let handler = forwarding(big, "127.0.0.0/8");
+        let response = full_path(&handler, &outside_query(None)).await;
+        assert!(response.metadata.truncation);
+        assert!(response.answers.is_empty());
+        assert!(response.metadata.recursion_available);
+        // With room for it, the whole answer.
+        let response = full_path(&handler, &outside_query(Some(1232))).await;
+        assert!(!response.metadata.truncation);
+        assert_eq!(response.answers.len(), 40);
     }
 
     #[tokio::test]

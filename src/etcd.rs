@@ -13,13 +13,28 @@
 //!                                            │ canceled: compacted
 //!                                            └──▶ paged get again ──reset(Compacted)
 //! ```
+//!
+//! Security (SPEC §7): `etcd.tls` turns on TLS (rustls) with the CA file for
+//! server verification and an optional client certificate; its files are
+//! read and checked once, before the first connection ([`tls_options`]), so
+//! a missing or broken file stops rpcdns at start with the file named.
+//! `etcd.username`/`password` authenticate every session. A refused
+//! password, certificate or permission is retried like an outage (the
+//! operator may fix etcd's side), logged once per kind of failure and then
+//! every [`FAILURE_LOG_EVERY`] attempts; the password is never logged.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, KvClient, WatchOptions};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, KvClient, TlsOptions,
+    WatchOptions,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::EtcdConfig;
+use crate::config::{EtcdConfig, TlsConfig};
 
 // ---------------------------------------------------------------------------
 // Constants
@@ -60,6 +75,13 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// the watch stream. A member without a leader can hold a linearizable read
 /// for a long time; this turns that into a reconnect.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// While etcd keeps failing the same way (wrong password, untrusted
+/// certificate, down), the failure is logged on the first attempt and then
+/// once per this many attempts: with the backoff capped at
+/// [`BACKOFF_MAX`], about every five minutes. A different failure is logged
+/// at once.
+pub const FAILURE_LOG_EVERY: u32 = 60;
 
 // ---------------------------------------------------------------------------
 // Public types
@@ -149,8 +171,23 @@ pub trait SyncSink: Send {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SyncError {
-    #[error("etcd TLS is not supported yet (etcd.tls is set)")]
-    TlsNotSupported,
+    #[error("failed to read {key} {}: {source}", path.display())]
+    TlsFileRead {
+        key: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{key} {}: {reason}", path.display())]
+    TlsFileInvalid {
+        key: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    /// rustls refused the files together (a key that does not match its
+    /// certificate, no system roots); `files` names the ones set.
+    #[error("etcd.tls: cannot use {files}: {reason}")]
+    TlsRefused { files: String, reason: String },
     #[error("invalid etcd endpoints {endpoints:?}: {source}")]
     InvalidEndpoints {
         endpoints: Vec<String>,
@@ -237,6 +274,237 @@ impl Backoff {
 }
 
 // ---------------------------------------------------------------------------
+// TLS files
+// ---------------------------------------------------------------------------
+
+/// Reads and checks the files named by `etcd.tls` and builds the TLS
+/// settings every session uses. Called once, before the first connection: a
+/// file that cannot be read or holds no usable PEM is a configuration
+/// problem, and retrying would not fix it. Without `ca_file` the system
+/// trust store is used, as go's `crypto/tls` (and so go-zero) does.
+pub fn tls_options(tls: &TlsConfig, dial_timeout: Duration) -> Result<TlsOptions, SyncError> {
+    let TlsConfig {
+        ca_file,
+        cert_file,
+        key_file,
+    } = tls;
+    // The handshake gets the same allowance as the TCP connect before it.
+    let mut options = TlsOptions::new().timeout(dial_timeout);
+    options = match ca_file {
+        Some(path) => {
+            let pem = read_tls_file(CA_FILE_KEY, path)?;
+            check_certificates(CA_FILE_KEY, path, &pem)?;
+            options.ca_certificate(Certificate::from_pem(pem))
+        }
+        None => options.with_native_roots(),
+    };
+    match (cert_file, key_file) {
+        (Some(cert_path), Some(key_path)) => {
+            let cert = read_tls_file(CERT_FILE_KEY, cert_path)?;
+            check_certificates(CERT_FILE_KEY, cert_path, &cert)?;
+            let key = read_tls_file(KEY_FILE_KEY, key_path)?;
+            // The parser's error is not shown: it may quote the file.
+            if PrivateKeyDer::from_pem_slice(&key).is_err() {
+                return Err(SyncError::TlsFileInvalid {
+                    key: KEY_FILE_KEY,
+                    path: key_path.clone(),
+                    reason: "no PEM private key found (PKCS#8, PKCS#1 or SEC1)".to_owned(),
+                });
+            }
+            options = options.identity(Identity::from_pem(cert, key));
+        }
+        (None, None) => {}
+        // config.rs rejects one without the other; never guess which was meant.
+        _ => {
+            return Err(SyncError::TlsRefused {
+                files: tls_files(tls),
+                reason: "cert_file and key_file go together".to_owned(),
+            });
+        }
+    }
+    Ok(options)
+}
+
+/// `ca_file A, cert_file B, key_file C`, the ones set, for error messages.
+fn tls_files(tls: &TlsConfig) -> String {
+    let files: Vec<String> = [
+        ("ca_file", &tls.ca_file),
+        ("cert_file", &tls.cert_file),
+        ("key_file", &tls.key_file),
+    ]
+    .into_iter()
+    .filter_map(|(key, path)| Some(format!("{key} {}", path.as_ref()?.display())))
+    .collect();
+    match files.is_empty() {
+        true => "the system trust store".to_owned(),
+        false => files.join(", "),
+    }
+}
+
+const CA_FILE_KEY: &str = "etcd.tls.ca_file";
+const CERT_FILE_KEY: &str = "etcd.tls.cert_file";
+const KEY_FILE_KEY: &str = "etcd.tls.key_file";
+
+fn read_tls_file(key: &'static str, path: &Path) -> Result<Vec<u8>, SyncError> {
+    std::fs::read(path).map_err(|source| SyncError::TlsFileRead {
+        key,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// At least one PEM certificate, and nothing that fails to decode.
+fn check_certificates(key: &'static str, path: &Path, pem: &[u8]) -> Result<(), SyncError> {
+    let invalid = |reason: String| SyncError::TlsFileInvalid {
+        key,
+        path: path.to_owned(),
+        reason,
+    };
+    let mut count = 0;
+    for item in CertificateDer::pem_slice_iter(pem) {
+        match item {
+            Ok(_) => count += 1,
+            Err(error) => return Err(invalid(format!("not a PEM certificate file: {error}"))),
+        }
+    }
+    if count == 0 {
+        return Err(invalid(
+            "no PEM certificate found (expected -----BEGIN CERTIFICATE-----)".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Failure logging (pure)
+// ---------------------------------------------------------------------------
+
+/// What kind of problem a failed session hit; each has its own log line,
+/// so an operator reads "wrong password", not just "unreachable".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailureKind {
+    /// Refused credentials, no credentials where etcd needs them, or
+    /// credentials where etcd has authentication off.
+    Credentials,
+    /// Authenticated, but the user may not read the watched keys.
+    Permission,
+    /// The TLS handshake failed: untrusted server, refused client
+    /// certificate, or TLS on one side only.
+    Tls,
+    /// Anything else: down, unreachable, timed out, no leader.
+    Unreachable,
+}
+
+impl FailureKind {
+    /// Sorts a failure by its text: etcd sends its errors as gRPC status
+    /// messages (`rpctypes` in etcd's api), and rustls's reach us as the
+    /// causes of a transport error, so the text is all there is to go on.
+    fn of(error: &str) -> Self {
+        let error = error.to_ascii_lowercase();
+        if [
+            "authentication failed",
+            "user name",
+            "invalid auth token",
+            "authentication is not enabled",
+        ]
+        .iter()
+        .any(|needle| error.contains(needle))
+        {
+            FailureKind::Credentials
+        } else if error.contains("permission denied") {
+            FailureKind::Permission
+        } else if ["certificate", "tls", "handshake", "alert"]
+            .iter()
+            .any(|needle| error.contains(needle))
+        {
+            FailureKind::Tls
+        } else {
+            FailureKind::Unreachable
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Credentials => "credentials",
+            FailureKind::Permission => "permission",
+            FailureKind::Tls => "tls",
+            FailureKind::Unreachable => "unreachable",
+        }
+    }
+
+    /// The log line: what is wrong and where to look.
+    fn message(self) -> &'static str {
+        match self {
+            FailureKind::Credentials => {
+                "etcd refused the credentials (check etcd.username and etcd.password); \
+                 serving the last-known zone and retrying"
+            }
+            FailureKind::Permission => {
+                "etcd denied reading the watched keys (grant the user's role read on \
+                 etcd.prefix); serving the last-known zone and retrying"
+            }
+            FailureKind::Tls => {
+                "tls handshake with etcd failed (check etcd.tls: ca_file must sign the \
+                 server's certificate, cert_file/key_file must be accepted by etcd); \
+                 serving the last-known zone and retrying"
+            }
+            FailureKind::Unreachable => {
+                "etcd unreachable; serving the last-known zone and reconnecting"
+            }
+        }
+    }
+}
+
+/// Decides which failures are logged: the first of each kind in an outage,
+/// then every [`FAILURE_LOG_EVERY`]th of that kind, so a wrong password
+/// retried forever costs a line every few minutes, not one per attempt.
+/// Counted per kind, not "since the last change": a refused client
+/// certificate shows up as a TLS alert on one attempt and as a closed
+/// connection on the next, and alternating kinds must not log every time.
+#[derive(Debug, Default)]
+struct FailureLog {
+    /// Failures so far of each kind, indexed by `FailureKind as usize`.
+    counts: [u32; 4],
+}
+
+impl FailureLog {
+    fn should_log(&mut self, kind: FailureKind) -> bool {
+        let count = &mut self.counts[kind as usize];
+        let log = count.is_multiple_of(FAILURE_LOG_EVERY);
+        *count = count.wrapping_add(1);
+        log
+    }
+
+    fn reset(&mut self) {
+        *self = FailureLog::default();
+    }
+}
+
+/// `error` with its causes, which etcd-client's `Display` leaves out (the
+/// TLS and connection details live there). Shows a status's message, not
+/// its metadata. etcd never echoes a password back, so neither does this.
+fn describe(error: &etcd_client::Error) -> String {
+    use std::error::Error as _;
+    let (mut text, mut source) = match error {
+        etcd_client::Error::GRpcStatus(status) => (
+            format!("{:?}: {}", status.code(), status.message()),
+            status.source(),
+        ),
+        etcd_client::Error::TransportError(error) => (error.to_string(), error.source()),
+        other => (other.to_string(), None),
+    };
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+// ---------------------------------------------------------------------------
 // The sync loop
 // ---------------------------------------------------------------------------
 
@@ -258,8 +526,8 @@ struct SyncState {
     last_revision: i64,
     /// Whether the sink was last told "connected".
     connected: bool,
-    /// Whether the current outage (or failure to ever connect) was logged.
-    outage_logged: bool,
+    /// Which failures of the current outage (or of never connecting) to log.
+    failures: FailureLog,
     /// The previous session ended with a cancel; contact alone then does not
     /// reset the backoff, only a watch that delivers does.
     after_cancel: bool,
@@ -278,22 +546,34 @@ pub async fn run(
     sink: &mut impl SyncSink,
     shutdown: CancellationToken,
 ) -> Result<(), SyncError> {
-    if config.tls.is_some() {
-        return Err(SyncError::TlsNotSupported);
-    }
     if config.endpoints.is_empty() {
         return Err(SyncError::InvalidEndpoints {
             endpoints: Vec::new(),
             source: etcd_client::Error::InvalidArgs("empty endpoints".to_owned()),
         });
     }
+    let tls = match &config.tls {
+        Some(tls_config) => {
+            let tls = tls_options(tls_config, config.dial_timeout)?;
+            check_tls_accepted(&config.endpoints[0], &tls)
+                .await
+                .map_err(|reason| SyncError::TlsRefused {
+                    files: tls_files(tls_config),
+                    reason,
+                })?;
+            Some(tls)
+        }
+        None => None,
+    };
     let range = KeyRange::for_prefix(&config.prefix);
-    let options = connect_options(config);
+    // Holds the password; ConnectOptions' Debug would show it, so it is
+    // never logged.
+    let options = connect_options(config, tls);
     let mut state = SyncState {
         resync: Some(ResyncReason::Initial),
         last_revision: 0,
         connected: false,
-        outage_logged: false,
+        failures: FailureLog::default(),
         after_cancel: false,
         backoff: Backoff::default(),
         endpoint_index: 0,
@@ -311,12 +591,15 @@ pub async fn run(
                     state.connected = false;
                     sink.set_connected(false);
                 }
-                if !state.outage_logged {
-                    state.outage_logged = true;
+                let kind = FailureKind::of(&error);
+                if state.failures.should_log(kind) {
                     tracing::warn!(
                         endpoints = ?config.endpoints,
+                        user = config.username.as_deref(),
+                        problem = kind.as_str(),
                         %error,
-                        "etcd unreachable; serving the last-known zone and reconnecting"
+                        "{}",
+                        kind.message()
                     );
                 } else {
                     tracing::debug!(%error, "etcd reconnect attempt failed");
@@ -335,7 +618,20 @@ pub async fn run(
     }
 }
 
-fn connect_options(config: &EtcdConfig) -> ConnectOptions {
+/// etcd-client builds the rustls configuration when it creates an
+/// endpoint, before any I/O (a lazy channel, and no authentication without
+/// a user): a client key that does not match its certificate shows up here,
+/// once, as a start-up error instead of failing every session.
+async fn check_tls_accepted(endpoint: &str, tls: &TlsOptions) -> Result<(), String> {
+    let probe = ConnectOptions::new().with_tls(tls.clone());
+    match Client::connect([endpoint], Some(probe)).await {
+        Err(error @ etcd_client::Error::TransportError(_)) => Err(describe(&error)),
+        // Endpoint errors are reported by the first session.
+        Ok(_) | Err(_) => Ok(()),
+    }
+}
+
+fn connect_options(config: &EtcdConfig, tls: Option<TlsOptions>) -> ConnectOptions {
     let mut options = ConnectOptions::new()
         .with_connect_timeout(config.dial_timeout)
         .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
@@ -352,7 +648,17 @@ fn connect_options(config: &EtcdConfig) -> ConnectOptions {
             .as_ref()
             .map(|secret| secret.0.clone())
             .unwrap_or_default();
-        options = options.with_user(username.clone(), password);
+        // etcd's simple tokens expire after `--auth-token-ttl` (300 s) unused;
+        // a unary request refused for an expired token authenticates again
+        // and is retried once. The watch stream is checked only when opened,
+        // and each session authenticates afresh when it connects.
+        options = options
+            .with_user(username.clone(), password)
+            .with_auto_token_refresh(true);
+    }
+    if let Some(tls) = tls {
+        // With TLS set, etcd-client dials `https://HOST:PORT`.
+        options = options.with_tls(tls);
     }
     options
 }
@@ -382,7 +688,12 @@ async fn session(
                 source,
             });
         }
-        Err(error) => return Ok(Interrupt::Lost(format!("{endpoint}: connect: {error}"))),
+        Err(error) => {
+            return Ok(Interrupt::Lost(format!(
+                "{endpoint}: connect: {}",
+                describe(&error)
+            )));
+        }
     };
     let mut kv = client.kv_client().max_decoding_message_size(MAX_PAGE_BYTES);
     let mut watch_client = client.watch_client();
@@ -419,7 +730,12 @@ async fn session(
         // client side of the gRPC stream, and etcd then closes the watch.
         let mut stream = match opened {
             Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => return Ok(Interrupt::Lost(format!("{endpoint}: watch: {error}"))),
+            Ok(Err(error)) => {
+                return Ok(Interrupt::Lost(format!(
+                    "{endpoint}: watch: {}",
+                    describe(&error)
+                )));
+            }
             Err(_) => return Ok(Interrupt::Lost(format!("{endpoint}: watch: timed out"))),
         };
         tracing::debug!(start_revision, "etcd watch opened");
@@ -430,7 +746,12 @@ async fn session(
                 Ok(None) => {
                     return Ok(Interrupt::Lost(format!("{endpoint}: watch stream ended")));
                 }
-                Err(error) => return Ok(Interrupt::Lost(format!("{endpoint}: watch: {error}"))),
+                Err(error) => {
+                    return Ok(Interrupt::Lost(format!(
+                        "{endpoint}: watch: {}",
+                        describe(&error)
+                    )));
+                }
             };
             on_contact(endpoint, sink, state);
 
@@ -486,7 +807,7 @@ fn on_contact(endpoint: &str, sink: &mut impl SyncSink, state: &mut SyncState) {
         return;
     }
     state.connected = true;
-    state.outage_logged = false;
+    state.failures.reset();
     if !state.after_cancel {
         state.backoff.reset();
     }
@@ -561,7 +882,7 @@ async fn read_all(
                     page_size /= 2;
                     continue;
                 }
-                Ok(Err(error)) => return Err(ReadError::Failed(error.to_string())),
+                Ok(Err(error)) => return Err(ReadError::Failed(describe(&error))),
                 Err(_) => return Err(ReadError::Failed("get timed out".to_owned())),
             };
         if revision == 0 {
@@ -662,17 +983,117 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tls_is_refused_up_front() {
+    async fn a_missing_tls_file_stops_run_with_its_key_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing-ca.pem");
         let mut config = config(vec!["127.0.0.1:1".to_owned()], "");
         config.tls = Some(crate::config::TlsConfig {
-            ca_file: None,
+            ca_file: Some(missing.clone()),
             cert_file: None,
             key_file: None,
         });
         let (tx, _rx) = mpsc::unbounded_channel();
         let mut sink = RecordingSink(tx);
         let result = run(&config, &mut sink, CancellationToken::new()).await;
-        assert!(matches!(result, Err(SyncError::TlsNotSupported)));
+        let Err(error) = result else {
+            panic!("run accepted a missing ca_file");
+        };
+        assert!(matches!(error, SyncError::TlsFileRead { .. }));
+        let text = error.to_string();
+        assert!(text.contains("etcd.tls.ca_file"), "{text}");
+        assert!(text.contains(&missing.display().to_string()), "{text}");
+    }
+
+    #[test]
+    fn tls_files_without_pem_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let tls = |ca, cert, key| crate::config::TlsConfig {
+            ca_file: ca,
+            cert_file: cert,
+            key_file: key,
+        };
+        let error = tls_options(&tls(Some(junk.clone()), None, None), WAIT).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                SyncError::TlsFileInvalid {
+                    key: "etcd.tls.ca_file",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("junk.pem"), "{error}");
+
+        // A certificate-looking file with a broken body.
+        let broken = dir.path().join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n@@@@\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let error =
+            tls_options(&tls(None, Some(broken.clone()), Some(junk.clone())), WAIT).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                SyncError::TlsFileInvalid {
+                    key: "etcd.tls.cert_file",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn failures_are_sorted_by_kind() {
+        let kind = FailureKind::of;
+        assert_eq!(
+            kind("InvalidArgument: etcdserver: authentication failed, invalid user ID or password"),
+            FailureKind::Credentials
+        );
+        assert_eq!(
+            kind("InvalidArgument: etcdserver: user name is empty"),
+            FailureKind::Credentials
+        );
+        assert_eq!(
+            kind("PermissionDenied: etcdserver: permission denied"),
+            FailureKind::Permission
+        );
+        assert_eq!(
+            kind("Unavailable: tcp connect error: invalid peer certificate: UnknownIssuer"),
+            FailureKind::Tls
+        );
+        assert_eq!(
+            kind("Unknown: received fatal alert: CertificateRequired"),
+            FailureKind::Tls
+        );
+        assert_eq!(
+            kind("Unavailable: tcp connect error: Connection refused (os error 111)"),
+            FailureKind::Unreachable
+        );
+    }
+
+    #[test]
+    fn each_kind_of_failure_is_logged_once_per_period() {
+        let mut log = FailureLog::default();
+        assert!(log.should_log(FailureKind::Credentials));
+        let repeats = (1..FAILURE_LOG_EVERY)
+            .filter(|_| log.should_log(FailureKind::Credentials))
+            .count();
+        assert_eq!(repeats, 0);
+        // The FAILURE_LOG_EVERY-th repeat is logged again, then quiet again.
+        assert!(log.should_log(FailureKind::Credentials));
+        assert!(!log.should_log(FailureKind::Credentials));
+        // Another kind is logged at once, but alternating does not re-log.
+        assert!(log.should_log(FailureKind::Tls));
+        assert!(!log.should_log(FailureKind::Credentials));
+        assert!(!log.should_log(FailureKind::Tls));
+        log.reset();
+        assert!(log.should_log(FailureKind::Credentials));
     }
 
     // ----- against a real etcd ----------------------------------------------

@@ -28,10 +28,12 @@
 //! - [`zone`]: immutable snapshots and their lookups; no I/O.
 //! - [`answer`]: wire-format answers straight from a snapshot (both paths).
 //! - [`dns`]: hickory `RequestHandler`: TCP and unusual queries (the full path).
+//! - [`forward`]: names outside the zone → upstream resolvers, for allowed clients.
 //! - [`udp`]: the UDP fast path: batched, one socket per core.
 //! - [`tcp`]: DNS over TCP: pipelined, idle connections closed.
 //! - [`admin`]: the operator's HTTP endpoints.
-//! - [`status`]: readiness latch, etcd connection flag, skipped keys.
+//! - [`status`]: readiness latch, shutdown flag, etcd connection flag, skipped keys.
+//! - [`metrics`]: metric names, lock-free per-thread counters, Prometheus text.
 //! - [`app`]: binds the listeners and runs everything until shutdown.
 //! - [`logging`]: `tracing` subscriber set-up (text or JSON, level filter).
 
@@ -41,7 +43,9 @@ pub mod app;
 pub mod config;
 pub mod dns;
 pub mod etcd;
+pub mod forward;
 pub mod logging;
+pub mod metrics;
 pub mod registration;
 pub mod status;
 pub mod tcp;

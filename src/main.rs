@@ -22,6 +22,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // The files etcd.tls names are configuration too: unreadable or not PEM
+    // is a config error (exit 2), found before any port is bound, and by
+    // check-config.
+    if let Some(tls) = &config.etcd.tls
+        && let Err(err) = rpcdns::etcd::tls_options(tls, config.etcd.dial_timeout)
+    {
+        eprintln!("rpcdns: error: {}", chain(&err));
+        return ExitCode::from(EXIT_CONFIG);
+    }
     if let Some(Command::CheckConfig { .. }) = cli.command {
         print!("{}", config.to_redacted_yaml());
         return ExitCode::SUCCESS;

@@ -1,5 +1,6 @@
-//! Shared sync status: the readiness latch, the etcd connection flag, the
-//! current revision and the keys skipped with their reasons.
+//! Shared sync status: the readiness latch, the shutdown flag, the etcd
+//! connection flag, the current revision and the keys skipped with their
+//! reasons.
 //!
 //! Written by the watcher, read by the admin endpoints. Nothing here is on
 //! the DNS query path, so the skipped-key map can sit behind a plain mutex.
@@ -25,6 +26,10 @@ pub struct SkippedKey {
 #[derive(Debug, Default)]
 pub struct SyncStatus {
     ready: AtomicBool,
+    /// Set once shutdown begins: readiness drops at once so that load
+    /// balancers and Kubernetes stop sending queries while in-flight ones
+    /// are still answered.
+    shutting_down: AtomicBool,
     connected: AtomicBool,
     revision: AtomicI64,
     skipped: Mutex<BTreeMap<Vec<u8>, SkippedKey>>,
@@ -42,8 +47,24 @@ impl SyncStatus {
         self.ready.store(true, Ordering::Release);
     }
 
+    /// Ready to take traffic: the first full read is in the zone and
+    /// shutdown has not begun.
     pub fn is_ready(&self) -> bool {
+        self.is_synced() && !self.is_shutting_down()
+    }
+
+    /// Whether the first full read is in the zone (the latch alone).
+    pub fn is_synced(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// One-way: shutdown has begun, readiness is withdrawn for good.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
     }
 
     pub fn set_connected(&self, connected: bool) {
@@ -122,5 +143,17 @@ mod tests {
         assert!(!status.is_ready());
         status.mark_ready();
         assert!(status.is_ready());
+    }
+
+    #[test]
+    fn shutdown_withdraws_readiness_for_good() {
+        let status = SyncStatus::new();
+        status.mark_ready();
+        status.begin_shutdown();
+        assert!(!status.is_ready());
+        assert!(status.is_synced());
+        assert!(status.is_shutting_down());
+        status.mark_ready();
+        assert!(!status.is_ready());
     }
 }

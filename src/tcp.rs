@@ -10,7 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use crate::answer::{self, MAX_MESSAGE, Outcome, rcode};
 use crate::dns::{CaptureResponse, DnsHandler};
+use crate::metrics::{Metrics, QType, Rcode, Transport};
 use crate::zone::ZoneStore;
 
 /// A connection that sends nothing for this long is closed (RFC 7766 §6.2.3
@@ -41,6 +42,7 @@ pub async fn serve(
     listener: TcpListener,
     zone: Arc<ZoneStore>,
     handler: Arc<DnsHandler>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let tracker = TaskTracker::new();
@@ -65,6 +67,7 @@ pub async fn serve(
         let connection = Connection {
             zone: zone.clone(),
             handler: handler.clone(),
+            metrics: metrics.clone(),
             shutdown: shutdown.clone(),
             peer,
         };
@@ -81,9 +84,18 @@ pub async fn serve(
     Ok(())
 }
 
+/// Whether `buffered` starts with a complete length-prefixed message.
+fn holds_whole_message(buffered: &[u8]) -> bool {
+    match buffered {
+        [high, low, rest @ ..] => rest.len() >= usize::from(u16::from_be_bytes([*high, *low])),
+        _ => false,
+    }
+}
+
 struct Connection {
     zone: Arc<ZoneStore>,
     handler: Arc<DnsHandler>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     peer: SocketAddr,
 }
@@ -118,9 +130,10 @@ impl Connection {
                 writer.write_u16(response.len() as u16).await?;
                 writer.write_all(&response).await?;
             }
-            // Flush when the client has nothing more queued: pipelined
-            // queries get their responses in one write.
-            if reader.buffer().is_empty() {
+            // Flush unless a whole next query is already buffered: pipelined
+            // queries get their responses in one write, and a query whose
+            // successor is still arriving is not held back waiting for it.
+            if !holds_whole_message(reader.buffer()) {
                 writer.flush().await?;
             }
         }
@@ -129,7 +142,10 @@ impl Connection {
     }
 
     /// Writes the response to `query` into `response` (empty: no answer).
+    /// Each response is counted, and timed from the moment its query was
+    /// read in full until it is in the write buffer.
     async fn answer(&self, query: &[u8], response: &mut Vec<u8>) {
+        let started = Instant::now();
         if let Some(question) = answer::parse_query(query) {
             let snapshot = self.zone.guard();
             let outcome = answer::respond(
@@ -139,7 +155,14 @@ impl Connection {
                 self.handler.max_udp_payload(),
                 response,
             );
-            if matches!(outcome, Outcome::Answered { .. }) {
+            if let Outcome::Answered { rcode, .. } = outcome {
+                let counters = self.metrics.queries();
+                counters.count(
+                    Transport::Tcp,
+                    QType::from_wire(question.qtype),
+                    Rcode::from_wire(u16::from(rcode)),
+                );
+                counters.observe(Transport::Tcp, started.elapsed(), 1);
                 return;
             }
         }
@@ -149,7 +172,13 @@ impl Connection {
             Ok(request) => request,
             Err(error) => {
                 debug!(peer = %self.peer, %error, "malformed tcp query");
-                answer::header_only_error(query, rcode::FORMERR, response);
+                if answer::header_only_error(query, rcode::FORMERR, response) {
+                    self.metrics.queries().record_response(
+                        Transport::Tcp,
+                        response,
+                        started.elapsed(),
+                    );
+                }
                 return;
             }
         };
@@ -161,5 +190,24 @@ impl Connection {
             .handle_request::<_, TokioTime>(&request, capture.clone())
             .await;
         *response = capture.take();
+        if !response.is_empty() {
+            self.metrics
+                .queries()
+                .record_response(Transport::Tcp, response, started.elapsed());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds_whole_message;
+
+    #[test]
+    fn a_partial_next_query_does_not_hold_back_the_flush() {
+        assert!(!holds_whole_message(&[]));
+        assert!(!holds_whole_message(&[0]));
+        assert!(!holds_whole_message(&[0, 3, 1, 2]), "3 announced, 2 here");
+        assert!(holds_whole_message(&[0, 3, 1, 2, 3]));
+        assert!(holds_whole_message(&[0, 0]), "an empty message is whole");
     }
 }

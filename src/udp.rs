@@ -12,6 +12,10 @@
 //!                      │ None / NotHandled
 //!                      └──▶ tokio task: hickory parse ──▶ DnsHandler ──▶ send_to
 //! ```
+//!
+//! Metrics: each answer is counted on the thread's own counter shard (a
+//! relaxed add, no lock); the latency histogram gets one observation per
+//! batch, weighted by its answers (see [`QueryShard::observe`]).
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -20,16 +24,18 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler};
 use socket2::{Domain, SockAddr, Socket, Type};
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::answer::{self, Outcome, rcode};
 use crate::dns::{CaptureResponse, DnsHandler};
+use crate::metrics::{Metrics, QType, QueryShard, Rcode, Transport};
 use crate::zone::ZoneStore;
 
 /// Datagrams received and answered per system call.
@@ -70,6 +76,9 @@ pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
 pub struct UdpServer {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// Full-path answers running on the runtime, so shutdown can let them
+    /// finish.
+    in_flight: TaskTracker,
 }
 
 impl UdpServer {
@@ -78,9 +87,11 @@ impl UdpServer {
         sockets: Vec<UdpSocket>,
         zone: Arc<ZoneStore>,
         handler: Arc<DnsHandler>,
+        metrics: Arc<Metrics>,
         runtime: tokio::runtime::Handle,
     ) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
+        let in_flight = TaskTracker::new();
         let mut threads = Vec::with_capacity(sockets.len());
         for (index, socket) in sockets.into_iter().enumerate() {
             socket.set_read_timeout(Some(POLL_INTERVAL))?;
@@ -88,7 +99,9 @@ impl UdpServer {
                 socket: Arc::new(socket),
                 zone: zone.clone(),
                 handler: handler.clone(),
+                metrics: metrics.clone(),
                 runtime: runtime.clone(),
+                in_flight: in_flight.clone(),
                 stop: stop.clone(),
             };
             threads.push(
@@ -97,18 +110,27 @@ impl UdpServer {
                     .spawn(move || worker.run())?,
             );
         }
-        Ok(Self { stop, threads })
+        Ok(Self {
+            stop,
+            threads,
+            in_flight,
+        })
     }
 
     /// Stops receiving; each thread finishes the batch in hand (sends its
-    /// answers) and exits. Blocks until they have.
-    pub fn stop(self) {
+    /// answers) and exits. Blocks until they have. Returns the (closed)
+    /// tracker of full-path answers still running: await its `wait()` to
+    /// let them finish too.
+    pub fn stop(self) -> TaskTracker {
         self.stop.store(true, Ordering::Release);
         for thread in self.threads {
             if thread.join().is_err() {
                 warn!("a udp thread panicked");
             }
         }
+        // No thread is left to spawn more.
+        self.in_flight.close();
+        self.in_flight
     }
 }
 
@@ -116,7 +138,9 @@ struct Worker {
     socket: Arc<UdpSocket>,
     zone: Arc<ZoneStore>,
     handler: Arc<DnsHandler>,
+    metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
+    in_flight: TaskTracker,
     stop: Arc<AtomicBool>,
 }
 
@@ -197,6 +221,10 @@ impl Worker {
                 continue;
             }
             let received = received as usize;
+            // The batch is in user space: its answers' clock starts.
+            let started = Instant::now();
+            // This thread's own counters, looked up once per batch.
+            let counters = self.metrics.queries();
             ready.clear();
             {
                 // One snapshot per batch: a lock-free load, never waiting
@@ -223,16 +251,27 @@ impl Worker {
                             max_udp_payload,
                             &mut batch.answers[i],
                         );
-                        matches!(outcome, Outcome::Answered { .. })
+                        match outcome {
+                            Outcome::Answered { rcode, .. } => {
+                                counters.count(
+                                    Transport::Udp,
+                                    QType::from_wire(question.qtype),
+                                    Rcode::from_wire(u16::from(rcode)),
+                                );
+                                true
+                            }
+                            Outcome::NotHandled => false,
+                        }
                     });
                     if handled {
                         ready.push(i);
                     } else {
-                        self.full_path(packet, src);
+                        self.full_path(packet, src, counters, started);
                     }
                 }
             }
             self.send(&mut batch, &ready);
+            counters.observe(Transport::Udp, started.elapsed(), ready.len() as u64);
         }
         debug!("udp thread stopped");
     }
@@ -288,8 +327,9 @@ impl Worker {
     }
 
     /// Hands `packet` to the hickory handler on the runtime; the task
-    /// sends the response itself.
-    fn full_path(&self, packet: &[u8], src: SocketAddr) {
+    /// sends the response itself. `started` is when the query's batch
+    /// arrived, so its latency counts the wait in the batch too.
+    fn full_path(&self, packet: &[u8], src: SocketAddr, counters: &QueryShard, started: Instant) {
         let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
             Ok(request) => request,
             Err(error) => {
@@ -297,6 +337,7 @@ impl Worker {
                 let mut out = Vec::with_capacity(answer::HEADER_LEN);
                 if answer::header_only_error(packet, rcode::FORMERR, &mut out) {
                     let _ = self.socket.send_to(&out, src);
+                    counters.record_response(Transport::Udp, &out, started.elapsed());
                 }
                 return;
             }
@@ -314,18 +355,25 @@ impl Worker {
         };
         let handler = self.handler.clone();
         let socket = self.socket.clone();
-        self.runtime.spawn(async move {
+        let metrics = self.metrics.clone();
+        let answer = async move {
             let capture = CaptureResponse::new(limit);
             handler
                 .handle_request::<_, TokioTime>(&request, capture.clone())
                 .await;
             let bytes = capture.take();
-            if !bytes.is_empty()
-                && let Err(error) = socket.send_to(&bytes, src)
-            {
+            if bytes.is_empty() {
+                return;
+            }
+            if let Err(error) = socket.send_to(&bytes, src) {
                 debug!(%src, %error, "udp send failed");
             }
-        });
+            // Counted on the runtime thread's shard, not the UDP thread's.
+            metrics
+                .queries()
+                .record_response(Transport::Udp, &bytes, started.elapsed());
+        };
+        self.in_flight.spawn_on(answer, &self.runtime);
     }
 }
 

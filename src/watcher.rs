@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use crate::etcd::{KvEvent, ResyncReason, SyncSink};
+use crate::metrics::{EventType, Metrics};
 use crate::registration::{self, Classified, Patterns};
 use crate::status::{SkippedKey, SyncStatus};
 use crate::zone::{ServiceChange, ZoneWriter};
@@ -19,6 +20,7 @@ use crate::zone::{ServiceChange, ZoneWriter};
 pub struct Watcher {
     writer: ZoneWriter,
     status: Arc<SyncStatus>,
+    metrics: Arc<Metrics>,
     patterns: Patterns,
     /// Apex without the trailing dot, as [`registration::classify`] wants it.
     zone: String,
@@ -29,18 +31,24 @@ impl Watcher {
     pub fn new(
         writer: ZoneWriter,
         status: Arc<SyncStatus>,
+        metrics: Arc<Metrics>,
         patterns: Patterns,
         zone: String,
     ) -> Self {
         Self {
             writer,
             status,
+            metrics,
             patterns,
             zone,
         }
     }
 
     fn apply_one(&mut self, event: KvEvent) {
+        self.metrics.etcd_event(match event {
+            KvEvent::Put { .. } => EventType::Put,
+            KvEvent::Delete { .. } => EventType::Delete,
+        });
         match event {
             KvEvent::Put {
                 key,
@@ -58,6 +66,7 @@ impl Watcher {
                     let change = self.writer.remove(&key);
                     log_change(&change);
                     if self.status.record_skip(&key, reason.as_str(), mod_revision) {
+                        self.metrics.skipped_key(reason);
                         tracing::warn!(
                             key = %String::from_utf8_lossy(&key),
                             reason = reason.as_str(),
@@ -102,6 +111,7 @@ impl SyncSink for Watcher {
                         revision,
                     };
                     if !known.contains(&(entry.key.clone(), entry.reason)) {
+                        self.metrics.skipped_key(reason);
                         tracing::warn!(
                             key = %entry.key,
                             reason = entry.reason,
@@ -119,6 +129,7 @@ impl SyncSink for Watcher {
         self.status.replace_skipped(skipped);
         self.status.set_revision(revision);
         self.status.mark_ready();
+        self.metrics.etcd_resync(reason);
         tracing::info!(
             reason = reason.as_str(),
             services,
@@ -174,6 +185,7 @@ mod tests {
         let watcher = Watcher::new(
             ZoneWriter::new(store.clone()),
             status.clone(),
+            Arc::new(Metrics::with_shards(1)),
             patterns,
             "svc.local".to_owned(),
         );
@@ -374,6 +386,45 @@ mod tests {
             skipped(&status),
             vec![("worse.rpc/1".to_owned(), "bad_port")]
         );
+    }
+
+    #[test]
+    fn events_resyncs_and_new_skips_are_counted() {
+        let (mut watcher, _store, _status) = watcher();
+        let metrics = Arc::new(Metrics::with_shards(1));
+        watcher.metrics = metrics.clone();
+        watcher.reset(
+            vec![kv("bad.rpc/1", "10.0.0.7"), kv("sms.rpc/1", "10.0.0.5:80")],
+            3,
+            ResyncReason::Initial,
+        );
+        watcher.apply(
+            vec![
+                put("sms.rpc/2", "10.0.0.6:80", 4),
+                // Bad for the same reason again: not news, not counted.
+                put("bad.rpc/1", "10.0.0.8", 5),
+                put("sms.rpc/3", "10.0.0.9:0", 6),
+                delete("sms.rpc/2", 7),
+            ],
+            7,
+        );
+        // A re-read that finds the same bad keys does not count them again.
+        watcher.reset(
+            vec![kv("bad.rpc/1", "10.0.0.7"), kv("sms.rpc/3", "10.0.0.9:0")],
+            20,
+            ResyncReason::Compacted,
+        );
+        let text = metrics.render(&crate::metrics::Gauges::default());
+        for expected in [
+            "rpcdns_etcd_events_total{type=\"put\"} 3\n",
+            "rpcdns_etcd_events_total{type=\"delete\"} 1\n",
+            "rpcdns_etcd_resyncs_total{reason=\"initial\"} 1\n",
+            "rpcdns_etcd_resyncs_total{reason=\"compacted\"} 1\n",
+            "rpcdns_skipped_keys_total{reason=\"no_port\"} 1\n",
+            "rpcdns_skipped_keys_total{reason=\"bad_port\"} 1\n",
+        ] {
+            assert!(text.contains(expected), "{expected}in\n{text}");
+        }
     }
 
     #[test]

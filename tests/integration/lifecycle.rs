@@ -1,11 +1,22 @@
-//! The process as an operator runs it (SPEC §6): the HTTP endpoints
-//! (/healthz, /metrics with the documented metric names, /debug/zone's
-//! shape) and a clean stop on SIGTERM that frees its ports.
+//! The process as an operator runs it (SPEC §6, issue 5 points 4 and 5):
+//! the HTTP endpoints (/healthz, /metrics with the documented metric
+//! names, /debug/zone's shape); the logs (JSON lines, one per state change,
+//! none per query); and shutdown on SIGTERM and SIGINT (readiness withdrawn
+//! at once, an in-flight query still answered, exit 0, ports freed).
 
-use std::net::{TcpListener, UdpSocket};
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
 
 use crate::harness::*;
+
+/// Shutdown takes at most the grace period (5 s); this leaves slack.
+const EXIT_WITHIN: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_endpoints_answer() {
@@ -40,19 +51,237 @@ async fn http_endpoints_answer() {
 
     let (code, metrics) = http_get(http, "/metrics").expect("metrics");
     assert_eq!(code, 200, "{metrics}");
-    // The gauges the core serves; the rest of SPEC §6's list (query and
-    // event counters, the latency histogram) comes with the operations
-    // issue, which extends this list.
-    let missing: Vec<&str> = [
+    let missing: Vec<String> = [
         "rpcdns_zone_services 1",
         "rpcdns_zone_instances 1",
         "rpcdns_etcd_connected 1",
         "rpcdns_etcd_revision ",
     ]
     .into_iter()
-    .filter(|m| !metrics.contains(m))
+    .map(str::to_owned)
+    .chain(
+        rpcdns::metrics::ALL_NAMES
+            .iter()
+            .map(|name| format!("# TYPE {name} ")),
+    )
+    .filter(|m| !metrics.contains(m.as_str()))
     .collect();
     assert!(missing.is_empty(), "/metrics lacks {missing:?}:\n{metrics}");
+}
+
+// ----------------------------------------------------------------------------
+// A process we can signal
+// ----------------------------------------------------------------------------
+
+/// rpcdns started directly (the harness's `Rpcdns` sends only SIGTERM and
+/// fixes the log format), with its output captured line by line.
+struct Process {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    dns: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Process {
+    /// rpcdns against `etcd` on port-0 listeners, logging in `format`.
+    fn start(etcd: &str, format: &str) -> Process {
+        let mut child = Command::new(rpcdns_bin())
+            .args(["--etcd", etcd, "--dns-listen", "127.0.0.1:0"])
+            .args(["--http-listen", "127.0.0.1:0", "--log-format", format])
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rpcdns");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let stdout = child.stdout.take().expect("piped stdout");
+        for stream in [Box::new(stderr) as Box<dyn Read + Send>, Box::new(stdout)] {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { return };
+                    lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
+        let mut process = Process {
+            child,
+            lines,
+            dns: SocketAddr::from(([0, 0, 0, 0], 0)),
+            http: SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        let deadline = Instant::now() + RPCDNS_START;
+        loop {
+            let log = process.log();
+            if let (Some(dns), Some(http)) = (
+                find_addr(&log, "listening for dns on "),
+                find_addr(&log, "listening for http on "),
+            ) {
+                process.dns = dns;
+                process.http = http;
+                return process;
+            }
+            assert!(
+                process.try_exit().is_none() && Instant::now() < deadline,
+                "rpcdns did not start listening; log:\n{log}"
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn log(&self) -> String {
+        self.lines().join("\n")
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) through kill(1).
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill(1)");
+        assert!(sent.success(), "kill -{signal} {} failed", self.child.id());
+    }
+
+    fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.try_exit() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    #[track_caller]
+    fn wait_ready(&self) {
+        eventually(PROPAGATION, || match http_get(self.http, "/readyz")? {
+            (200, _) => Ok(()),
+            (code, body) => Err(format!("/readyz answered {code}: {body}")),
+        });
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("----- rpcdns log -----\n{}\n----- end -----", self.log());
+        }
+    }
+}
+
+/// The `ADDR:PORT` after `marker` on some line of `log` (text or JSON).
+fn find_addr(log: &str, marker: &str) -> Option<SocketAddr> {
+    log.lines().find_map(|line| {
+        let rest = &line[line.find(marker)? + marker.len()..];
+        let token: String = rest
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
+            .collect();
+        token.parse().ok()
+    })
+}
+
+// ----------------------------------------------------------------------------
+// Shutdown
+// ----------------------------------------------------------------------------
+
+/// SPEC §6: "SIGTERM / SIGINT: stop accepting, finish in-flight answers,
+/// exit 0", and /readyz turns 503 as soon as shutdown begins (while the
+/// admin endpoint, which stops last, still answers).
+async fn stops_cleanly_on(signal: &str) {
+    let etcd = Etcd::start();
+    let client = etcd.client().await;
+    put(&client, "sms.rpc/1", "10.0.0.1:80").await;
+    let mut rpcdns = Process::start(&etcd.endpoint(), "text");
+    rpcdns.wait_ready();
+    eventually(PROPAGATION, || {
+        check_a(rpcdns.dns, "sms.rpc.svc.local.", &ipv4s(&["10.0.0.1"]))
+    });
+
+    // A query in flight over TCP: its length and first octets sent, the
+    // rest held back until shutdown has begun.
+    let query = build_query("sms.rpc.svc.local.", RecordType::A, None);
+    let bytes = query.to_vec().expect("encode query");
+    let mut stream = TcpStream::connect(rpcdns.dns).expect("connect dns over tcp");
+    stream
+        .set_read_timeout(Some(EXIT_WITHIN))
+        .expect("set read timeout");
+    let len = u16::try_from(bytes.len()).expect("short query");
+    stream.write_all(&len.to_be_bytes()).expect("write length");
+    stream.write_all(&bytes[..5]).expect("write first octets");
+    // A round trip through the same runtime, so the connection has taken
+    // the first octets in before the signal arrives.
+    assert_eq!(http_get(rpcdns.http, "/healthz").expect("healthz").0, 200);
+
+    rpcdns.signal(signal);
+    eventually(PROPAGATION, || match http_get(rpcdns.http, "/readyz")? {
+        (503, body) if body.contains("shutting down") => Ok(()),
+        (code, body) => Err(format!("/readyz answered {code}: {body}")),
+    });
+    assert_eq!(
+        http_get(rpcdns.http, "/healthz").expect("healthz").0,
+        200,
+        "healthz while draining"
+    );
+
+    // The in-flight query is still answered.
+    stream.write_all(&bytes[5..]).expect("write the rest");
+    let mut reply_len = [0u8; 2];
+    stream
+        .read_exact(&mut reply_len)
+        .expect("the in-flight query is answered during shutdown");
+    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(reply_len))];
+    stream.read_exact(&mut reply).expect("read the answer");
+    let reply = Message::from_vec(&reply).expect("decode the answer");
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        a_of(&reply.answers),
+        vec![std::net::Ipv4Addr::new(10, 0, 0, 1)]
+    );
+
+    let status = rpcdns
+        .wait_exit(EXIT_WITHIN)
+        .unwrap_or_else(|| panic!("rpcdns still running {EXIT_WITHIN:?} after SIG{signal}"));
+    assert_eq!(status.code(), Some(0), "exit status after SIG{signal}");
+    let log = rpcdns.log();
+    for needle in [
+        format!("received SIG{signal}"),
+        "shutting down".to_owned(),
+        "stopped".to_owned(),
+    ] {
+        assert!(log.contains(&needle), "the log lacks {needle:?}:\n{log}");
+    }
+    assert!(!log.contains("longer than the grace period"), "{log}");
+    UdpSocket::bind(rpcdns.dns).expect("DNS UDP port free after exit");
+    TcpListener::bind(rpcdns.dns).expect("DNS TCP port free after exit");
+    TcpListener::bind(rpcdns.http).expect("HTTP port free after exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_withdraws_readiness_finishes_in_flight_and_exits_0() {
+    stops_cleanly_on("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_withdraws_readiness_finishes_in_flight_and_exits_0() {
+    stops_cleanly_on("INT").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,4 +298,146 @@ async fn sigterm_stops_cleanly_and_frees_the_ports() {
     UdpSocket::bind(dns).expect("DNS UDP port free after exit");
     TcpListener::bind(dns).expect("DNS TCP port free after exit");
     TcpListener::bind(http).expect("HTTP port free after exit");
+}
+
+// ----------------------------------------------------------------------------
+// Logs
+// ----------------------------------------------------------------------------
+
+/// One JSON log line, the parts the checks need.
+#[derive(Debug)]
+struct LogLine {
+    level: String,
+    message: String,
+    fields: serde_json::Value,
+}
+
+fn parse_json_lines(lines: &[String]) -> Vec<LogLine> {
+    lines
+        .iter()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+            for key in ["timestamp", "level", "target", "fields"] {
+                assert!(value.get(key).is_some(), "log line lacks {key:?}: {line}");
+            }
+            LogLine {
+                level: value["level"].as_str().unwrap_or_default().to_owned(),
+                message: value["fields"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                fields: value["fields"].clone(),
+            }
+        })
+        .collect()
+}
+
+/// Waits for a `level` log line whose message starts with `message` and
+/// whose fields include `field` (name, value) when given.
+#[track_caller]
+fn wait_for_line(rpcdns: &Process, level: &str, message: &str, field: Option<(&str, &str)>) {
+    eventually(RECONNECT, || {
+        let lines = parse_json_lines(&rpcdns.lines());
+        let found = lines.iter().any(|line| {
+            line.level == level
+                && line.message.starts_with(message)
+                && field.is_none_or(|(k, v)| line.fields[k].as_str() == Some(v))
+        });
+        if found {
+            Ok(())
+        } else {
+            Err(format!("no {level} line {message:?} with {field:?}"))
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_have_one_line_per_state_change_and_none_per_query() {
+    let mut etcd = Etcd::start();
+    let client = etcd.client().await;
+    let rpcdns = Process::start(&etcd.endpoint(), "json");
+    rpcdns.wait_ready();
+    wait_for_line(&rpcdns, "INFO", "connected to etcd", None);
+    wait_for_line(
+        &rpcdns,
+        "INFO",
+        "zone loaded from etcd",
+        Some(("reason", "initial")),
+    );
+
+    put(&client, "sms.rpc/1", "10.0.0.1:80").await;
+    wait_for_line(
+        &rpcdns,
+        "INFO",
+        "service appeared",
+        Some(("service", "sms.rpc")),
+    );
+    put(&client, "bad.rpc/1", "10.0.0.9").await;
+    wait_for_line(
+        &rpcdns,
+        "WARN",
+        "skipping etcd key",
+        Some(("reason", "no_port")),
+    );
+    wait_for_line(
+        &rpcdns,
+        "WARN",
+        "skipping etcd key",
+        Some(("key", "bad.rpc/1")),
+    );
+    delete(&client, "sms.rpc/1").await;
+    wait_for_line(
+        &rpcdns,
+        "INFO",
+        "service disappeared",
+        Some(("service", "sms.rpc")),
+    );
+
+    // Disconnected, then connected again.
+    etcd.stop();
+    wait_for_line(&rpcdns, "WARN", "etcd unreachable", None);
+    etcd.restart();
+    eventually(RECONNECT, || {
+        let lines = parse_json_lines(&rpcdns.lines());
+        match lines
+            .iter()
+            .filter(|l| l.message.starts_with("connected to etcd"))
+            .count()
+        {
+            2.. => Ok(()),
+            n => Err(format!("{n} \"connected to etcd\" lines, want 2")),
+        }
+    });
+    let client = etcd.client().await;
+
+    // Queries of every kind add no line at info: fast path, NXDOMAIN,
+    // REFUSED (full path), TCP, and a malformed one.
+    let before = rpcdns.lines().len();
+    for _ in 0..20 {
+        let reply = query_udp(rpcdns.dns, "nope.rpc.svc.local.", RecordType::A, None);
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+        query_udp(rpcdns.dns, "svc.local.", RecordType::SOA, Some(1232));
+        query_udp(rpcdns.dns, "example.com.", RecordType::A, None);
+    }
+    for _ in 0..5 {
+        query_tcp(rpcdns.dns, "nope.rpc.svc.local.", RecordType::SRV, None);
+        query_tcp(rpcdns.dns, "example.com.", RecordType::A, None);
+    }
+    let malformed = [0u8, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 63];
+    udp_raw(rpcdns.dns, &malformed, QUERY_TIMEOUT);
+    // A state change after the queries marks where their lines would be.
+    put(&client, "marker.rpc/1", "10.0.0.2:80").await;
+    wait_for_line(
+        &rpcdns,
+        "INFO",
+        "service appeared",
+        Some(("service", "marker.rpc")),
+    );
+    let lines = rpcdns.lines();
+    let added = parse_json_lines(&lines[before..]);
+    assert!(
+        added.len() == 1 && added[0].message == "service appeared",
+        "queries logged at info: {added:#?}"
+    );
 }

@@ -5,7 +5,11 @@
 mod answers;
 mod config;
 mod demo;
+mod deploy;
+mod forward;
 mod harness;
 mod lifecycle;
+mod metrics;
+mod security;
 mod sync;
 mod transport;

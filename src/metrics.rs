@@ -1,0 +1,812 @@
+//! Metric names, their fixed label sets, the lock-free counters behind them,
+//! and their rendering in the Prometheus text format (0.0.4).
+//!
+//! Every metric rpcdns exports is named here as a `pub const` that the code
+//! and the tests share. Components get an `Arc<Metrics>` handle and call
+//! typed methods; they never see a registry or format a label. Label values
+//! come from the enums below, never from query names, so the number of
+//! series is fixed: every combination is rendered from the start, zeros
+//! included, so dashboards and alerts see each series before it first moves.
+//!
+//! The query counters sit on the DNS fast path, so they are built for it:
+//! counting is one relaxed atomic add on a fixed array slot (no lock, no
+//! allocation, no hashing), and the counters are split into cache-line
+//! aligned shards, one per thread (assigned round-robin on first use), so
+//! that two cores answering queries never write the same cache line. A
+//! scrape sums the shards.
+
+use std::cell::Cell;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::etcd::ResyncReason;
+use crate::registration::SkipReason;
+
+// ---------------------------------------------------------------------------
+// Names
+// ---------------------------------------------------------------------------
+
+/// Counter: DNS responses sent, by `qtype`, `rcode` and `transport`.
+pub const DNS_QUERIES_TOTAL: &str = "rpcdns_dns_queries_total";
+/// Histogram: time from a query's arrival to its response, by `transport`.
+pub const DNS_REQUEST_DURATION_SECONDS: &str = "rpcdns_dns_request_duration_seconds";
+/// Gauge: services in the published zone.
+pub const ZONE_SERVICES: &str = "rpcdns_zone_services";
+/// Gauge: instances in the published zone.
+pub const ZONE_INSTANCES: &str = "rpcdns_zone_instances";
+/// Gauge: 1 while the etcd connection is up, else 0.
+pub const ETCD_CONNECTED: &str = "rpcdns_etcd_connected";
+/// Gauge: the etcd revision the zone reflects.
+pub const ETCD_REVISION: &str = "rpcdns_etcd_revision";
+/// Counter: watch events received from etcd, by `type`.
+pub const ETCD_EVENTS_TOTAL: &str = "rpcdns_etcd_events_total";
+/// Counter: full reads of the key range, by `reason`.
+pub const ETCD_RESYNCS_TOTAL: &str = "rpcdns_etcd_resyncs_total";
+/// Counter: keys that became skipped, by `reason`.
+pub const SKIPPED_KEYS_TOTAL: &str = "rpcdns_skipped_keys_total";
+
+/// Every metric name, in rendering order.
+pub const ALL_NAMES: [&str; 9] = [
+    DNS_QUERIES_TOTAL,
+    DNS_REQUEST_DURATION_SECONDS,
+    ZONE_SERVICES,
+    ZONE_INSTANCES,
+    ETCD_CONNECTED,
+    ETCD_REVISION,
+    ETCD_EVENTS_TOTAL,
+    ETCD_RESYNCS_TOTAL,
+    SKIPPED_KEYS_TOTAL,
+];
+
+/// Content type of the Prometheus text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Upper bounds of the latency histogram's buckets, in nanoseconds, with
+/// their `le` label: 10 µs to 1 s in 1-2.5-5 steps. A fast-path answer
+/// takes microseconds; a forwarded one, milliseconds; 1 s is beyond any
+/// upstream timeout.
+pub const DURATION_BUCKETS: [(u64, &str); 16] = [
+    (10_000, "1e-05"),
+    (25_000, "2.5e-05"),
+    (50_000, "5e-05"),
+    (100_000, "0.0001"),
+    (250_000, "0.00025"),
+    (500_000, "0.0005"),
+    (1_000_000, "0.001"),
+    (2_500_000, "0.0025"),
+    (5_000_000, "0.005"),
+    (10_000_000, "0.01"),
+    (25_000_000, "0.025"),
+    (50_000_000, "0.05"),
+    (100_000_000, "0.1"),
+    (250_000_000, "0.25"),
+    (500_000_000, "0.5"),
+    (1_000_000_000, "1"),
+];
+
+/// Buckets stored per transport: the bounded ones plus `+Inf`.
+const BUCKET_SLOTS: usize = DURATION_BUCKETS.len() + 1;
+
+// ---------------------------------------------------------------------------
+// Label sets
+// ---------------------------------------------------------------------------
+
+/// `transport` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 2] = [Transport::Udp, Transport::Tcp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// `qtype` label: the question types a discovery client asks, the rest as
+/// `other` (a type no client should send must not mint a series).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QType {
+    A,
+    Aaaa,
+    Srv,
+    Any,
+    Soa,
+    Ns,
+    Other,
+}
+
+impl QType {
+    pub const ALL: [QType; 7] = [
+        QType::A,
+        QType::Aaaa,
+        QType::Srv,
+        QType::Any,
+        QType::Soa,
+        QType::Ns,
+        QType::Other,
+    ];
+
+    /// The label for wire type `qtype`.
+    pub fn from_wire(qtype: u16) -> Self {
+        match qtype {
+            1 => QType::A,
+            28 => QType::Aaaa,
+            33 => QType::Srv,
+            255 => QType::Any,
+            6 => QType::Soa,
+            2 => QType::Ns,
+            _ => QType::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QType::A => "a",
+            QType::Aaaa => "aaaa",
+            QType::Srv => "srv",
+            QType::Any => "any",
+            QType::Soa => "soa",
+            QType::Ns => "ns",
+            QType::Other => "other",
+        }
+    }
+}
+
+/// `rcode` label: the response codes rpcdns sends, the rest as `other`
+/// (a forwarded answer can carry any code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rcode {
+    NoError,
+    FormErr,
+    ServFail,
+    NxDomain,
+    NotImp,
+    Refused,
+    BadVers,
+    Other,
+}
+
+impl Rcode {
+    pub const ALL: [Rcode; 8] = [
+        Rcode::NoError,
+        Rcode::FormErr,
+        Rcode::ServFail,
+        Rcode::NxDomain,
+        Rcode::NotImp,
+        Rcode::Refused,
+        Rcode::BadVers,
+        Rcode::Other,
+    ];
+
+    /// The label for a full (EDNS-extended, 12-bit) response code.
+    pub fn from_wire(rcode: u16) -> Self {
+        match rcode {
+            0 => Rcode::NoError,
+            1 => Rcode::FormErr,
+            2 => Rcode::ServFail,
+            3 => Rcode::NxDomain,
+            4 => Rcode::NotImp,
+            5 => Rcode::Refused,
+            16 => Rcode::BadVers,
+            _ => Rcode::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rcode::NoError => "noerror",
+            Rcode::FormErr => "formerr",
+            Rcode::ServFail => "servfail",
+            Rcode::NxDomain => "nxdomain",
+            Rcode::NotImp => "notimp",
+            Rcode::Refused => "refused",
+            Rcode::BadVers => "badvers",
+            Rcode::Other => "other",
+        }
+    }
+}
+
+/// `type` label of [`ETCD_EVENTS_TOTAL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Put,
+    Delete,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 2] = [EventType::Put, EventType::Delete];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Put => "put",
+            EventType::Delete => "delete",
+        }
+    }
+}
+
+/// `reason` label values of [`ETCD_RESYNCS_TOTAL`].
+pub const RESYNC_REASONS: [ResyncReason; 3] = [
+    ResyncReason::Initial,
+    ResyncReason::Compacted,
+    ResyncReason::Canceled,
+];
+
+fn resync_index(reason: ResyncReason) -> usize {
+    // Exhaustive on purpose: a new reason must get a series here.
+    match reason {
+        ResyncReason::Initial => 0,
+        ResyncReason::Compacted => 1,
+        ResyncReason::Canceled => 2,
+    }
+}
+
+const TRANSPORTS: usize = Transport::ALL.len();
+const QTYPES: usize = QType::ALL.len();
+const RCODES: usize = Rcode::ALL.len();
+
+// ---------------------------------------------------------------------------
+// Query counters (the hot path)
+// ---------------------------------------------------------------------------
+
+/// One thread's query counters. Aligned to 128 octets (two cache lines, as
+/// the adjacent-line prefetcher pairs them) so shards never share a line.
+#[derive(Debug)]
+#[repr(align(128))]
+pub struct QueryShard {
+    queries: [[[AtomicU64; RCODES]; QTYPES]; TRANSPORTS],
+    /// Per transport, non-cumulative counts per bucket, `+Inf` last.
+    buckets: [[AtomicU64; BUCKET_SLOTS]; TRANSPORTS],
+    sum_nanos: [AtomicU64; TRANSPORTS],
+}
+
+impl QueryShard {
+    fn new() -> Self {
+        Self {
+            queries: std::array::from_fn(|_| {
+                std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+            }),
+            buckets: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            sum_nanos: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Counts one response. A relaxed add on this thread's own line.
+    #[inline]
+    pub fn count(&self, transport: Transport, qtype: QType, rcode: Rcode) {
+        self.queries[transport as usize][qtype as usize][rcode as usize]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records `queries` responses that each took `elapsed`.
+    ///
+    /// The UDP fast path calls this once per batch with the batch's size:
+    /// every query of a `recvmmsg` batch arrives in user space at the same
+    /// moment and leaves in the same `sendmmsg`, so each one's time in rpcdns
+    /// is the batch's time. That costs two clock reads per batch instead of
+    /// two per query.
+    #[inline]
+    pub fn observe(&self, transport: Transport, elapsed: Duration, queries: u64) {
+        if queries == 0 {
+            return;
+        }
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let slot = DURATION_BUCKETS
+            .iter()
+            .position(|&(bound, _)| nanos <= bound)
+            .unwrap_or(DURATION_BUCKETS.len());
+        let t = transport as usize;
+        self.buckets[t][slot].fetch_add(queries, Ordering::Relaxed);
+        self.sum_nanos[t].fetch_add(nanos.saturating_mul(queries), Ordering::Relaxed);
+    }
+
+    /// Counts a response given as wire bytes (the full path, or an error
+    /// written without a parsed question) and records its duration.
+    pub fn record_response(&self, transport: Transport, response: &[u8], elapsed: Duration) {
+        let (qtype, rcode) = classify_response(response);
+        self.count(transport, qtype, rcode);
+        self.observe(transport, elapsed, 1);
+    }
+}
+
+/// The next shard index to hand to a thread that has none yet.
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's shard index (before reduction to a [`Metrics`]'s shard
+    /// count); `usize::MAX` until first use.
+    static THREAD_SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+fn thread_shard() -> usize {
+    THREAD_SHARD.with(|cell| {
+        let index = cell.get();
+        if index != usize::MAX {
+            return index;
+        }
+        let index = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
+        cell.set(index);
+        index
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------
+
+/// Every counter rpcdns keeps. Shared as `Arc<Metrics>`.
+#[derive(Debug)]
+pub struct Metrics {
+    /// A power of two, so picking a shard is a mask, not a division.
+    shards: Box<[QueryShard]>,
+    events: [AtomicU64; EventType::ALL.len()],
+    resyncs: [AtomicU64; RESYNC_REASONS.len()],
+    skipped: [AtomicU64; SkipReason::ALL.len()],
+}
+
+/// Point-in-time values the scrape reads from elsewhere (the zone snapshot
+/// and the sync status), rendered with the counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    pub zone_services: usize,
+    pub zone_instances: usize,
+    pub etcd_connected: bool,
+    pub etcd_revision: i64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Enough shards for the UDP threads and the tokio workers (one each
+    /// per core) to have one each.
+    pub fn new() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Self::with_shards(cores * 2)
+    }
+
+    /// `shards` is rounded up to a power of two.
+    pub fn with_shards(shards: usize) -> Self {
+        let shards = shards.max(1).next_power_of_two();
+        Self {
+            shards: (0..shards).map(|_| QueryShard::new()).collect(),
+            events: std::array::from_fn(|_| AtomicU64::new(0)),
+            resyncs: std::array::from_fn(|_| AtomicU64::new(0)),
+            skipped: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// The calling thread's query counters. Cheap (a thread-local read and
+    /// a mask); the UDP threads still call it once per batch, not per query.
+    #[inline]
+    pub fn queries(&self) -> &QueryShard {
+        &self.shards[thread_shard() & (self.shards.len() - 1)]
+    }
+
+    pub fn etcd_event(&self, event: EventType) {
+        self.events[event as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn etcd_resync(&self, reason: ResyncReason) {
+        self.resyncs[resync_index(reason)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn skipped_key(&self, reason: SkipReason) {
+        if let Some(i) = SkipReason::ALL.iter().position(|&r| r == reason) {
+            self.skipped[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The sum over shards of `rpcdns_dns_queries_total` for one series.
+    pub fn query_count(&self, transport: Transport, qtype: QType, rcode: Rcode) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.queries[transport as usize][qtype as usize][rcode as usize]
+                    .load(Ordering::Relaxed)
+            })
+            .sum()
+    }
+
+    /// Every metric in the Prometheus text format 0.0.4: `# HELP` and
+    /// `# TYPE` for each, every label combination, zeros included.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        self.render_queries(&mut out);
+        self.render_durations(&mut out);
+        header(
+            &mut out,
+            ZONE_SERVICES,
+            "gauge",
+            "Services in the published DNS zone.",
+        );
+        line(&mut out, ZONE_SERVICES, "", gauges.zone_services);
+        header(
+            &mut out,
+            ZONE_INSTANCES,
+            "gauge",
+            "Instances in the published DNS zone.",
+        );
+        line(&mut out, ZONE_INSTANCES, "", gauges.zone_instances);
+        header(
+            &mut out,
+            ETCD_CONNECTED,
+            "gauge",
+            "1 while rpcdns has a working etcd connection, else 0.",
+        );
+        line(
+            &mut out,
+            ETCD_CONNECTED,
+            "",
+            u8::from(gauges.etcd_connected),
+        );
+        header(
+            &mut out,
+            ETCD_REVISION,
+            "gauge",
+            "The etcd revision the zone reflects.",
+        );
+        line(&mut out, ETCD_REVISION, "", gauges.etcd_revision);
+        header(
+            &mut out,
+            ETCD_EVENTS_TOTAL,
+            "counter",
+            "Watch events received from etcd, by type (put, delete).",
+        );
+        for event in EventType::ALL {
+            let value = self.events[event as usize].load(Ordering::Relaxed);
+            let labels = format!("type=\"{}\"", event.as_str());
+            line(&mut out, ETCD_EVENTS_TOTAL, &labels, value);
+        }
+        header(
+            &mut out,
+            ETCD_RESYNCS_TOTAL,
+            "counter",
+            "Full reads of the watched keys, by reason (initial, compacted, canceled).",
+        );
+        for reason in RESYNC_REASONS {
+            let value = self.resyncs[resync_index(reason)].load(Ordering::Relaxed);
+            let labels = format!("reason=\"{}\"", reason.as_str());
+            line(&mut out, ETCD_RESYNCS_TOTAL, &labels, value);
+        }
+        header(
+            &mut out,
+            SKIPPED_KEYS_TOTAL,
+            "counter",
+            "Matching etcd keys that became skipped (not served), by reason.",
+        );
+        for (i, reason) in SkipReason::ALL.iter().enumerate() {
+            let value = self.skipped[i].load(Ordering::Relaxed);
+            let labels = format!("reason=\"{}\"", reason.as_str());
+            line(&mut out, SKIPPED_KEYS_TOTAL, &labels, value);
+        }
+        out
+    }
+
+    fn render_queries(&self, out: &mut String) {
+        header(
+            out,
+            DNS_QUERIES_TOTAL,
+            "counter",
+            "DNS responses sent, by question type, response code and transport.",
+        );
+        for qtype in QType::ALL {
+            for rcode in Rcode::ALL {
+                for transport in Transport::ALL {
+                    let labels = format!(
+                        "qtype=\"{}\",rcode=\"{}\",transport=\"{}\"",
+                        qtype.as_str(),
+                        rcode.as_str(),
+                        transport.as_str()
+                    );
+                    let value = self.query_count(transport, qtype, rcode);
+                    line(out, DNS_QUERIES_TOTAL, &labels, value);
+                }
+            }
+        }
+    }
+
+    fn render_durations(&self, out: &mut String) {
+        let name = DNS_REQUEST_DURATION_SECONDS;
+        header(
+            out,
+            name,
+            "histogram",
+            "Time from a query's arrival in rpcdns to its response being sent, by transport \
+             (UDP fast path: the time of the query's receive batch).",
+        );
+        for transport in Transport::ALL {
+            let t = transport as usize;
+            let mut counts = [0u64; BUCKET_SLOTS];
+            let mut sum_nanos = 0u64;
+            for shard in &self.shards {
+                for (slot, count) in counts.iter_mut().enumerate() {
+                    *count += shard.buckets[t][slot].load(Ordering::Relaxed);
+                }
+                sum_nanos = sum_nanos.wrapping_add(shard.sum_nanos[t].load(Ordering::Relaxed));
+            }
+            // Cumulative, and `+Inf` and `_count` from the same reads, so a
+            // scrape is always self-consistent.
+            let mut cumulative = 0u64;
+            for (slot, &(_, le)) in DURATION_BUCKETS.iter().enumerate() {
+                cumulative += counts[slot];
+                let labels = format!("transport=\"{}\",le=\"{le}\"", transport.as_str());
+                line(out, &format!("{name}_bucket"), &labels, cumulative);
+            }
+            cumulative += counts[DURATION_BUCKETS.len()];
+            let labels = format!("transport=\"{}\"", transport.as_str());
+            line(
+                out,
+                &format!("{name}_bucket"),
+                &format!("{labels},le=\"+Inf\""),
+                cumulative,
+            );
+            let seconds = Duration::from_nanos(sum_nanos).as_secs_f64();
+            line(out, &format!("{name}_sum"), &labels, seconds);
+            line(out, &format!("{name}_count"), &labels, cumulative);
+        }
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    // Writing to a String cannot fail.
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+}
+
+fn line(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
+    let _ = if labels.is_empty() {
+        writeln!(out, "{name} {value}")
+    } else {
+        writeln!(out, "{name}{{{labels}}} {value}")
+    };
+}
+
+// ---------------------------------------------------------------------------
+// Responses on the wire
+// ---------------------------------------------------------------------------
+
+/// The question type and the full response code of a DNS response in wire
+/// form. The RCODE is the header's four bits, extended by the OPT record's
+/// upper eight (RFC 6891 §6.1.3), so BADVERS (16) is told apart from
+/// NOERROR. What cannot be parsed counts as `other`.
+pub fn classify_response(message: &[u8]) -> (QType, Rcode) {
+    const HEADER: usize = 12;
+    if message.len() < HEADER {
+        return (QType::Other, Rcode::Other);
+    }
+    let low = u16::from(message[3] & 0x0F);
+    let count =
+        |i: usize| usize::from(u16::from_be_bytes([message[4 + 2 * i], message[5 + 2 * i]]));
+    let mut at = HEADER;
+    let mut qtype = QType::Other;
+    for q in 0..count(0) {
+        let Some(end) = skip_name(message, at) else {
+            return (qtype, Rcode::from_wire(low));
+        };
+        if q == 0
+            && let Some(t) = message.get(end..end + 2)
+        {
+            qtype = QType::from_wire(u16::from_be_bytes([t[0], t[1]]));
+        }
+        at = end + 4;
+    }
+    // Answer and authority records, then the additional section, where the
+    // OPT record sits.
+    let before_additional = count(1) + count(2);
+    for record in 0..before_additional + count(3) {
+        let Some(end) = skip_name(message, at) else {
+            break;
+        };
+        let Some(fixed) = message.get(end..end + 10) else {
+            break;
+        };
+        let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
+        if record >= before_additional && rtype == 41 {
+            // OPT: TTL = extended RCODE (upper 8 bits), version, flags.
+            let full = (u16::from(fixed[4]) << 4) | low;
+            return (qtype, Rcode::from_wire(full));
+        }
+        let rdlen = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        at = end + 10 + rdlen;
+    }
+    (qtype, Rcode::from_wire(low))
+}
+
+/// The offset just past the (possibly compressed) name at `at`.
+fn skip_name(message: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *message.get(at)?;
+        match len & 0xC0 {
+            0x00 if len == 0 => return Some(at + 1),
+            0x00 => at += 1 + usize::from(len),
+            // A compression pointer ends the name.
+            0xC0 => return message.get(at + 1).map(|_| at + 2),
+            _ => return None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RecordType};
+
+    use super::*;
+
+    /// The value of the sample `series` (name and labels as rendered).
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|line| {
+            let rest = line.strip_prefix(series)?;
+            rest.strip_prefix(' ')?.parse().ok()
+        })
+    }
+
+    #[test]
+    fn every_metric_has_help_type_and_every_series() {
+        let metrics = Metrics::with_shards(3);
+        let text = metrics.render(&Gauges::default());
+        for name in ALL_NAMES {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name}");
+        }
+        let queries = text
+            .lines()
+            .filter(|l| l.starts_with(DNS_QUERIES_TOTAL))
+            .count();
+        assert_eq!(queries, QTYPES * RCODES * TRANSPORTS);
+        let skipped = text
+            .lines()
+            .filter(|l| l.starts_with(SKIPPED_KEYS_TOTAL))
+            .count();
+        assert_eq!(skipped, SkipReason::ALL.len());
+        assert_eq!(
+            sample(&text, "rpcdns_etcd_resyncs_total{reason=\"compacted\"}"),
+            Some(0.0)
+        );
+        // Every sample line is `name{labels} number`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').expect("name and value");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn counts_from_several_threads_add_up() {
+        let metrics = std::sync::Arc::new(Metrics::with_shards(4));
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let metrics = metrics.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        metrics
+                            .queries()
+                            .count(Transport::Udp, QType::A, Rcode::NoError);
+                    }
+                    metrics
+                        .queries()
+                        .observe(Transport::Udp, Duration::from_micros(30), 1000);
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(
+            metrics.query_count(Transport::Udp, QType::A, Rcode::NoError),
+            6000
+        );
+        let text = metrics.render(&Gauges::default());
+        let bucket = |le: &str| {
+            sample(
+                &text,
+                &format!("{DNS_REQUEST_DURATION_SECONDS}_bucket{{transport=\"udp\",le=\"{le}\"}}"),
+            )
+        };
+        assert_eq!(bucket("2.5e-05"), Some(0.0));
+        assert_eq!(bucket("5e-05"), Some(6000.0));
+        assert_eq!(bucket("+Inf"), Some(6000.0));
+        let count = format!("{DNS_REQUEST_DURATION_SECONDS}_count{{transport=\"udp\"}}");
+        assert_eq!(sample(&text, &count), Some(6000.0));
+        let sum = format!("{DNS_REQUEST_DURATION_SECONDS}_sum{{transport=\"udp\"}}");
+        let sum = sample(&text, &sum).unwrap();
+        assert!((sum - 0.18).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn a_slow_answer_lands_in_inf_only() {
+        let metrics = Metrics::with_shards(1);
+        metrics
+            .queries()
+            .observe(Transport::Tcp, Duration::from_secs(3), 1);
+        let text = metrics.render(&Gauges::default());
+        let one = format!("{DNS_REQUEST_DURATION_SECONDS}_bucket{{transport=\"tcp\",le=\"1\"}}");
+        let inf = format!("{DNS_REQUEST_DURATION_SECONDS}_bucket{{transport=\"tcp\",le=\"+Inf\"}}");
+        assert_eq!(sample(&text, &one), Some(0.0));
+        assert_eq!(sample(&text, &inf), Some(1.0));
+    }
+
+    #[test]
+    fn etcd_counters_and_gauges_render() {
+        let metrics = Metrics::with_shards(1);
+        metrics.etcd_event(EventType::Put);
+        metrics.etcd_event(EventType::Put);
+        metrics.etcd_event(EventType::Delete);
+        metrics.etcd_resync(ResyncReason::Initial);
+        metrics.skipped_key(SkipReason::BadPort);
+        let text = metrics.render(&Gauges {
+            zone_services: 2,
+            zone_instances: 5,
+            etcd_connected: true,
+            etcd_revision: 42,
+        });
+        assert_eq!(
+            sample(&text, "rpcdns_etcd_events_total{type=\"put\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(&text, "rpcdns_etcd_events_total{type=\"delete\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "rpcdns_etcd_resyncs_total{reason=\"initial\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "rpcdns_skipped_keys_total{reason=\"bad_port\"}"),
+            Some(1.0)
+        );
+        assert_eq!(sample(&text, "rpcdns_zone_services"), Some(2.0));
+        assert_eq!(sample(&text, "rpcdns_zone_instances"), Some(5.0));
+        assert_eq!(sample(&text, "rpcdns_etcd_connected"), Some(1.0));
+        assert_eq!(sample(&text, "rpcdns_etcd_revision"), Some(42.0));
+    }
+
+    fn response(qtype: RecordType, code: ResponseCode, edns: bool) -> Vec<u8> {
+        let mut message = Message::new(7, MessageType::Response, hickory_proto::op::OpCode::Query);
+        message.add_query(Query::query(
+            Name::from_ascii("sms.rpc.svc.local.").unwrap(),
+            qtype,
+        ));
+        message.metadata.response_code = code;
+        if edns {
+            message.edns = Some(Edns::new());
+        }
+        message.to_vec().unwrap()
+    }
+
+    #[test]
+    fn responses_are_classified_from_the_wire() {
+        assert_eq!(
+            classify_response(&response(RecordType::SRV, ResponseCode::NXDomain, false)),
+            (QType::Srv, Rcode::NxDomain)
+        );
+        assert_eq!(
+            classify_response(&response(RecordType::TXT, ResponseCode::Refused, true)),
+            (QType::Other, Rcode::Refused)
+        );
+        assert_eq!(
+            classify_response(&response(RecordType::AAAA, ResponseCode::BADVERS, true)),
+            (QType::Aaaa, Rcode::BadVers)
+        );
+        // A header-only FORMERR, and garbage.
+        let mut formerr = vec![0u8; 12];
+        formerr[2] = 0x80;
+        formerr[3] = 1;
+        assert_eq!(classify_response(&formerr), (QType::Other, Rcode::FormErr));
+        assert_eq!(classify_response(&[1, 2, 3]), (QType::Other, Rcode::Other));
+    }
+}
