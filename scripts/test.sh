@@ -9,7 +9,7 @@ cd "$root"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "checking test dependencies (etcd, etcdctl, dig, protoc, curl)"
+step "checking test dependencies (etcd, etcdctl, dig, protoc, curl, dnsmasq, systemd-analyze, openssl, the deploy/ linters)"
 "$root/scripts/install-deps.sh"
 
 step "cargo fmt --all -- --check"
