@@ -342,6 +342,7 @@ def start_rpcdns(cfg: dict, tmp: Path, endpoint: str, instances: int) -> dict:
                 "--dns-listen", f"127.0.0.1:{dns}",
                 "--http-listen", f"127.0.0.1:{http}",
                 "--log-level", "warn",
+                *cfg["rpcdns_args"],
             ],
         ),
         log,
@@ -730,6 +731,9 @@ def main() -> int:
         "paced_duration": int(env("PACED_DURATION", "10")),
         "paced_rounds": int(env("PACED_ROUNDS", "3")),
         "tcp_duration": int(env("TCP_DURATION", "10")),
+        # Extra rpcdns flags, e.g. "--upstream 127.0.0.1:53" to measure with
+        # forwarding configured.
+        "rpcdns_args": env("RPCDNS_ARGS", "").split(),
         "tcp_clients": int(env("TCP_CLIENTS", "100")),
         "query_lines": int(env("QUERY_LINES", "100000")),
         "server_cpu": env("SERVER_CPU", "0"),
@@ -762,7 +766,8 @@ def main() -> int:
         f"settings: SIZES={','.join(f'{s}x{k}' for s, k in sizes)} ROUNDS={cfg['rounds']} DURATION={cfg['duration']} "
         f"CLIENTS={cfg['clients']} OUTSTANDING={cfg['outstanding']} PACED_QPS={cfg['paced_qps']} "
         f"PACED_DURATION={cfg['paced_duration']} PACED_ROUNDS={cfg['paced_rounds']} "
-        f"TCP_DURATION={cfg['tcp_duration']} TCP_CLIENTS={cfg['tcp_clients']} SERVER_CPU={cfg['server_cpu']} LOAD_CPU={cfg['load_cpu']}"
+        f"TCP_DURATION={cfg['tcp_duration']} TCP_CLIENTS={cfg['tcp_clients']} "
+        f"RPCDNS_ARGS={' '.join(cfg['rpcdns_args'])!r} SERVER_CPU={cfg['server_cpu']} LOAD_CPU={cfg['load_cpu']}"
     )
     results = []
     status = 0
