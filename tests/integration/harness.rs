@@ -553,12 +553,22 @@ impl Rpcdns {
     /// Sends SIGTERM (through kill(1): std only sends SIGKILL) and waits up
     /// to `within` for the exit status.
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        self.signal("TERM");
+        self.wait_exit(within)
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) through kill(1).
+    pub fn signal(&self, signal: &str) {
         let sent = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
             .status()
             .expect("run kill(1)");
-        assert!(sent.success(), "kill -TERM {} failed", self.child.id());
+        assert!(sent.success(), "kill -{signal} {} failed", self.child.id());
+    }
+
+    /// Waits up to `within` for the process to exit; its status, if it did.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.try_exit() {
@@ -569,6 +579,11 @@ impl Rpcdns {
             }
             std::thread::sleep(POLL_INTERVAL);
         }
+    }
+
+    /// The captured output so far, line by line.
+    pub fn lines(&self) -> Vec<String> {
+        self.log().lines().map(str::to_owned).collect()
     }
 }
 

@@ -4,11 +4,9 @@
 //! none per query); and shutdown on SIGTERM and SIGINT (readiness withdrawn
 //! at once, an in-flight query still answered, exit 0, ports freed).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
@@ -69,133 +67,22 @@ async fn http_endpoints_answer() {
     assert!(missing.is_empty(), "/metrics lacks {missing:?}:\n{metrics}");
 }
 
-// ----------------------------------------------------------------------------
-// A process we can signal
-// ----------------------------------------------------------------------------
-
-/// rpcdns started directly (the harness's `Rpcdns` sends only SIGTERM and
-/// fixes the log format), with its output captured line by line.
-struct Process {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    dns: SocketAddr,
-    http: SocketAddr,
-}
-
-impl Process {
-    /// rpcdns against `etcd` on port-0 listeners, logging in `format`.
-    fn start(etcd: &str, format: &str) -> Process {
-        let mut child = Command::new(rpcdns_bin())
-            .args(["--etcd", etcd, "--dns-listen", "127.0.0.1:0"])
-            .args(["--http-listen", "127.0.0.1:0", "--log-format", format])
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn rpcdns");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let stdout = child.stdout.take().expect("piped stdout");
-        for stream in [Box::new(stderr) as Box<dyn Read + Send>, Box::new(stdout)] {
-            let lines = Arc::clone(&lines);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { return };
-                    lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-                }
-            });
-        }
-        let mut process = Process {
-            child,
-            lines,
-            dns: SocketAddr::from(([0, 0, 0, 0], 0)),
-            http: SocketAddr::from(([0, 0, 0, 0], 0)),
-        };
-        let deadline = Instant::now() + RPCDNS_START;
-        loop {
-            let log = process.log();
-            if let (Some(dns), Some(http)) = (
-                find_addr(&log, "listening for dns on "),
-                find_addr(&log, "listening for http on "),
-            ) {
-                process.dns = dns;
-                process.http = http;
-                return process;
-            }
-            assert!(
-                process.try_exit().is_none() && Instant::now() < deadline,
-                "rpcdns did not start listening; log:\n{log}"
-            );
-            std::thread::sleep(POLL_INTERVAL);
-        }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn log(&self) -> String {
-        self.lines().join("\n")
-    }
-
-    /// Sends `signal` (`TERM`, `INT`) through kill(1).
-    fn signal(&self, signal: &str) {
-        let sent = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill(1)");
-        assert!(sent.success(), "kill -{signal} {} failed", self.child.id());
-    }
-
-    fn try_exit(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.try_exit() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(POLL_INTERVAL);
-        }
-    }
-
-    #[track_caller]
-    fn wait_ready(&self) {
-        eventually(PROPAGATION, || match http_get(self.http, "/readyz")? {
-            (200, _) => Ok(()),
-            (code, body) => Err(format!("/readyz answered {code}: {body}")),
-        });
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("----- rpcdns log -----\n{}\n----- end -----", self.log());
-        }
-    }
-}
-
-/// The `ADDR:PORT` after `marker` on some line of `log` (text or JSON).
-fn find_addr(log: &str, marker: &str) -> Option<SocketAddr> {
-    log.lines().find_map(|line| {
-        let rest = &line[line.find(marker)? + marker.len()..];
-        let token: String = rest
-            .chars()
-            .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
-            .collect();
-        token.parse().ok()
-    })
+/// rpcdns against `etcd` on port-0 listeners, logging in `format`.
+fn start_rpcdns(etcd: &str, format: &str) -> Rpcdns {
+    let args: Vec<String> = [
+        "--etcd",
+        etcd,
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        format,
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    Rpcdns::spawn(&args)
 }
 
 // ----------------------------------------------------------------------------
@@ -209,17 +96,17 @@ async fn stops_cleanly_on(signal: &str) {
     let etcd = Etcd::start();
     let client = etcd.client().await;
     put(&client, "sms.rpc/1", "10.0.0.1:80").await;
-    let mut rpcdns = Process::start(&etcd.endpoint(), "text");
+    let mut rpcdns = start_rpcdns(&etcd.endpoint(), "text");
     rpcdns.wait_ready();
     eventually(PROPAGATION, || {
-        check_a(rpcdns.dns, "sms.rpc.svc.local.", &ipv4s(&["10.0.0.1"]))
+        check_a(rpcdns.dns_addr, "sms.rpc.svc.local.", &ipv4s(&["10.0.0.1"]))
     });
 
     // A query in flight over TCP: its length and first octets sent, the
     // rest held back until shutdown has begun.
     let query = build_query("sms.rpc.svc.local.", RecordType::A, None);
     let bytes = query.to_vec().expect("encode query");
-    let mut stream = TcpStream::connect(rpcdns.dns).expect("connect dns over tcp");
+    let mut stream = TcpStream::connect(rpcdns.dns_addr).expect("connect dns over tcp");
     stream
         .set_read_timeout(Some(EXIT_WITHIN))
         .expect("set read timeout");
@@ -228,15 +115,20 @@ async fn stops_cleanly_on(signal: &str) {
     stream.write_all(&bytes[..5]).expect("write first octets");
     // A round trip through the same runtime, so the connection has taken
     // the first octets in before the signal arrives.
-    assert_eq!(http_get(rpcdns.http, "/healthz").expect("healthz").0, 200);
+    assert_eq!(
+        http_get(rpcdns.http_addr, "/healthz").expect("healthz").0,
+        200
+    );
 
     rpcdns.signal(signal);
-    eventually(PROPAGATION, || match http_get(rpcdns.http, "/readyz")? {
-        (503, body) if body.contains("shutting down") => Ok(()),
-        (code, body) => Err(format!("/readyz answered {code}: {body}")),
+    eventually(PROPAGATION, || {
+        match http_get(rpcdns.http_addr, "/readyz")? {
+            (503, body) if body.contains("shutting down") => Ok(()),
+            (code, body) => Err(format!("/readyz answered {code}: {body}")),
+        }
     });
     assert_eq!(
-        http_get(rpcdns.http, "/healthz").expect("healthz").0,
+        http_get(rpcdns.http_addr, "/healthz").expect("healthz").0,
         200,
         "healthz while draining"
     );
@@ -269,9 +161,9 @@ async fn stops_cleanly_on(signal: &str) {
         assert!(log.contains(&needle), "the log lacks {needle:?}:\n{log}");
     }
     assert!(!log.contains("longer than the grace period"), "{log}");
-    UdpSocket::bind(rpcdns.dns).expect("DNS UDP port free after exit");
-    TcpListener::bind(rpcdns.dns).expect("DNS TCP port free after exit");
-    TcpListener::bind(rpcdns.http).expect("HTTP port free after exit");
+    UdpSocket::bind(rpcdns.dns_addr).expect("DNS UDP port free after exit");
+    TcpListener::bind(rpcdns.dns_addr).expect("DNS TCP port free after exit");
+    TcpListener::bind(rpcdns.http_addr).expect("HTTP port free after exit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,7 +228,7 @@ fn parse_json_lines(lines: &[String]) -> Vec<LogLine> {
 /// Waits for a `level` log line whose message starts with `message` and
 /// whose fields include `field` (name, value) when given.
 #[track_caller]
-fn wait_for_line(rpcdns: &Process, level: &str, message: &str, field: Option<(&str, &str)>) {
+fn wait_for_line(rpcdns: &Rpcdns, level: &str, message: &str, field: Option<(&str, &str)>) {
     eventually(RECONNECT, || {
         let lines = parse_json_lines(&rpcdns.lines());
         let found = lines.iter().any(|line| {
@@ -356,7 +248,7 @@ fn wait_for_line(rpcdns: &Process, level: &str, message: &str, field: Option<(&s
 async fn json_logs_have_one_line_per_state_change_and_none_per_query() {
     let mut etcd = Etcd::start();
     let client = etcd.client().await;
-    let rpcdns = Process::start(&etcd.endpoint(), "json");
+    let rpcdns = start_rpcdns(&etcd.endpoint(), "json");
     rpcdns.wait_ready();
     wait_for_line(&rpcdns, "INFO", "connected to etcd", None);
     wait_for_line(
@@ -415,17 +307,22 @@ async fn json_logs_have_one_line_per_state_change_and_none_per_query() {
     // REFUSED (full path), TCP, and a malformed one.
     let before = rpcdns.lines().len();
     for _ in 0..20 {
-        let reply = query_udp(rpcdns.dns, "nope.rpc.svc.local.", RecordType::A, None);
+        let reply = query_udp(rpcdns.dns_addr, "nope.rpc.svc.local.", RecordType::A, None);
         assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
-        query_udp(rpcdns.dns, "svc.local.", RecordType::SOA, Some(1232));
-        query_udp(rpcdns.dns, "example.com.", RecordType::A, None);
+        query_udp(rpcdns.dns_addr, "svc.local.", RecordType::SOA, Some(1232));
+        query_udp(rpcdns.dns_addr, "example.com.", RecordType::A, None);
     }
     for _ in 0..5 {
-        query_tcp(rpcdns.dns, "nope.rpc.svc.local.", RecordType::SRV, None);
-        query_tcp(rpcdns.dns, "example.com.", RecordType::A, None);
+        query_tcp(
+            rpcdns.dns_addr,
+            "nope.rpc.svc.local.",
+            RecordType::SRV,
+            None,
+        );
+        query_tcp(rpcdns.dns_addr, "example.com.", RecordType::A, None);
     }
     let malformed = [0u8, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 63];
-    udp_raw(rpcdns.dns, &malformed, QUERY_TIMEOUT);
+    udp_raw(rpcdns.dns_addr, &malformed, QUERY_TIMEOUT);
     // A state change after the queries marks where their lines would be.
     put(&client, "marker.rpc/1", "10.0.0.2:80").await;
     wait_for_line(
