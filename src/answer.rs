@@ -535,51 +535,18 @@ mod tests {
     use hickory_proto::rr::{Name, RData, RecordType};
 
     use super::*;
-    use crate::registration::Registration;
-    use crate::zone::{ZoneParams, ZoneStore, ZoneWriter};
+    use crate::zone::ZoneStore;
 
     fn zone() -> Arc<ZoneStore> {
-        let store = Arc::new(ZoneStore::new(ZoneParams {
-            origin: Name::from_ascii("svc.local.").unwrap(),
-            ttl: 5,
-            negative_ttl: 3,
-        }));
-        let mut writer = ZoneWriter::new(store.clone());
-        let mut put = |key: &str, ep: Endpoint| {
-            let (service, id) = key.split_once('/').unwrap();
-            writer.upsert(
-                key.as_bytes(),
-                Registration {
-                    service: service.to_ascii_lowercase(),
-                    instance_id: id.to_owned(),
-                    endpoint: ep,
-                },
-            );
-        };
-        put(
-            "sms.rpc/1",
-            Endpoint::Ip {
-                addr: "10.0.0.5".parse().unwrap(),
-                port: 8001,
-            },
-        );
-        put(
-            "sms.rpc/2",
-            Endpoint::Ip {
-                addr: "fd00::5".parse().unwrap(),
-                port: 8001,
-            },
-        );
-        put(
-            "order.rpc/1",
-            Endpoint::Host {
-                name: "sms-0.sms".into(),
-                port: 9000,
-            },
-        );
-        writer.set_revision(77);
-        writer.publish();
-        store
+        crate::zone::testing::zone(
+            3,
+            77,
+            &[
+                ("sms.rpc/1", "10.0.0.5:8001"),
+                ("sms.rpc/2", "[fd00::5]:8001"),
+                ("order.rpc/1", "sms-0.sms:9000"),
+            ],
+        )
     }
 
     fn query(name: &str, rtype: RecordType, edns: Option<u16>) -> Vec<u8> {

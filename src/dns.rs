@@ -412,33 +412,16 @@ mod tests {
     use hickory_server::net::runtime::TokioTime;
 
     use super::*;
-    use crate::registration::{Endpoint, Registration};
-    use crate::zone::{ZoneParams, ZoneWriter};
 
     fn zone() -> Arc<ZoneStore> {
-        let store = Arc::new(ZoneStore::new(ZoneParams {
-            origin: Name::from_ascii("svc.local.").unwrap(),
-            ttl: 5,
-            negative_ttl: 5,
-        }));
-        let mut writer = ZoneWriter::new(store.clone());
-        for (key, addr) in [("sms.rpc/1", "10.0.0.5"), ("v6.rpc/1", "fd00::5")] {
-            let (service, id) = key.split_once('/').unwrap();
-            writer.upsert(
-                key.as_bytes(),
-                Registration {
-                    service: service.into(),
-                    instance_id: id.into(),
-                    endpoint: Endpoint::Ip {
-                        addr: addr.parse().unwrap(),
-                        port: 8001,
-                    },
-                },
-            );
-        }
-        writer.set_revision(3);
-        writer.publish();
-        store
+        crate::zone::testing::zone(
+            5,
+            3,
+            &[
+                ("sms.rpc/1", "10.0.0.5:8001"),
+                ("v6.rpc/1", "[fd00::5]:8001"),
+            ],
+        )
     }
 
     async fn full_path(handler: &DnsHandler, packet: &[u8]) -> Message {

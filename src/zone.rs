@@ -886,19 +886,39 @@ fn ancestors(key: &str) -> impl Iterator<Item = &str> {
 // Tests
 // ---------------------------------------------------------------------------
 
+/// Zones for unit tests of the modules that read them.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
 
-    pub(crate) fn store() -> Arc<ZoneStore> {
-        Arc::new(ZoneStore::new(ZoneParams {
+    /// A published `svc.local.` zone (TTL 5) at `revision` holding
+    /// `entries`: etcd key and go-zero value (`10.0.0.5:8001`,
+    /// `[fd00::5]:8001`, `sms-0.sms:9000`).
+    pub(crate) fn zone(
+        negative_ttl: u32,
+        revision: i64,
+        entries: &[(&str, &str)],
+    ) -> Arc<ZoneStore> {
+        let store = Arc::new(ZoneStore::new(ZoneParams {
             origin: Name::from_ascii("svc.local.").unwrap(),
             ttl: 5,
-            negative_ttl: 3,
-        }))
+            negative_ttl,
+        }));
+        let mut writer = ZoneWriter::new(store.clone());
+        for (key, value) in entries {
+            let (service, id) = key.split_once('/').unwrap();
+            writer.upsert(
+                key.as_bytes(),
+                registration(&service.to_ascii_lowercase(), id, value),
+            );
+        }
+        writer.set_revision(revision);
+        writer.publish();
+        store
     }
 
-    pub(crate) fn reg(service: &str, id: &str, value: &str) -> Registration {
+    /// A registration from a go-zero value, without the parser's checks.
+    pub(crate) fn registration(service: &str, id: &str, value: &str) -> Registration {
         let (host, port) = value.rsplit_once(':').expect("host:port");
         let port = port.parse().unwrap();
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -915,6 +935,21 @@ mod tests {
             endpoint,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn store() -> Arc<ZoneStore> {
+        Arc::new(ZoneStore::new(ZoneParams {
+            origin: Name::from_ascii("svc.local.").unwrap(),
+            ttl: 5,
+            negative_ttl: 3,
+        }))
+    }
+
+    use super::testing::registration as reg;
 
     fn name(text: &str) -> Name {
         Name::from_ascii(text).unwrap()
