@@ -51,6 +51,12 @@ for cmd in "${commands[@]}"; do
     fi
 done
 
+# The deploy/ linters live in a venv: a bare Debian has python3 without
+# venv/ensurepip (package python3-venv), or no python3 at all.
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    missing+=(python3 python3-venv)
+fi
+
 if [ "${#missing[@]}" -eq 0 ]; then
     install_python_tools
     exit 0
