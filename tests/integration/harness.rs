@@ -487,6 +487,30 @@ impl Rpcdns {
         }
     }
 
+    /// The process ID, for reading /proc/<pid> (memory, open files).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory in KiB (VmRSS of /proc/<pid>/status).
+    pub fn rss_kib(&self) -> Result<u64, String> {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| format!("no VmRSS line in {path}"))
+    }
+
+    /// Number of open file descriptors (entries of /proc/<pid>/fd).
+    pub fn open_fds(&self) -> Result<usize, String> {
+        let path = format!("/proc/{}/fd", self.pid());
+        std::fs::read_dir(&path)
+            .map(|dir| dir.count())
+            .map_err(|e| format!("{path}: {e}"))
+    }
+
     /// Everything rpcdns has written so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
