@@ -236,7 +236,9 @@ const NS_RR_LEN: usize = 2 + 10 + 3 + 2;
 /// Writes the response to `question` from `snapshot` into `out` (cleared
 /// first), fitting `limit` octets: glue is dropped first (RFC 2181 §9, no
 /// TC for that); when the answer itself does not fit, TC is set and no
-/// records are sent, never a partial RRset.
+/// records are sent, never a partial RRset — except at the TCP limit of
+/// 65535 octets, where an RRset too large for any message is cut to the
+/// whole records that fit, in rotated order, without TC.
 pub fn respond(
     snapshot: &ZoneSnapshot,
     question: &Question<'_>,
@@ -288,7 +290,7 @@ pub fn respond(
     // Where the apex sits in the echoed question: SOA and NS owners point there.
     let apex_ptr = pointer(QNAME_OFFSET + apex_at as u16);
     let params = snapshot.params();
-    let (answer_len, answer_count) = match &answer {
+    let (answer_len, mut answer_count) = match &answer {
         Answer::Set { rrs, .. } => (rrs.byte_len(), rrs.count()),
         Answer::Soa => (SOA_RR_LEN, 1),
         Answer::Ns => (NS_RR_LEN, 1),
@@ -309,11 +311,21 @@ pub fn respond(
     let base = HEADER_LEN + question.raw.len() + opt_len;
 
     let (mut with_answer, mut with_glue, mut truncated) = (true, true, false);
+    // Over TCP (a limit of 65535), an RRset too large for any DNS message
+    // is cut to the records that fit, in rotated order, without TC: there
+    // is no larger transport to retry on, and a client that gets TC over
+    // TCP (Go's resolver) fails the lookup. Successive queries start at
+    // different records, so every instance still gets its share.
+    let mut partial = false;
     if base + answer_len + authority_len + glue_len > limit {
         with_glue = false;
         if base + answer_len + authority_len > limit {
-            with_answer = false;
-            truncated = true;
+            if limit >= MAX_MESSAGE && matches!(answer, Answer::Set { .. }) {
+                partial = true;
+            } else {
+                with_answer = false;
+                truncated = true;
+            }
         }
     }
 
@@ -328,6 +340,13 @@ pub fn respond(
     let (mut an, mut ns, mut ar) = (0u16, 0u16, 0u16);
     if with_answer {
         match &answer {
+            Answer::Set { rrs, rotation, .. } if partial => {
+                let budget = limit.saturating_sub(base);
+                let (first, second, count) = rrs.rotated_within(*rotation, budget);
+                out.extend_from_slice(first);
+                out.extend_from_slice(second);
+                answer_count = count;
+            }
             Answer::Set { rrs, rotation, .. } => {
                 let (first, second) = rrs.rotated(*rotation);
                 out.extend_from_slice(first);
@@ -756,6 +775,79 @@ mod tests {
             }
         );
         assert!(out.len() <= bytes.len());
+    }
+
+    #[test]
+    fn an_rrset_over_65535_octets_is_cut_over_tcp_and_rotates() {
+        // 5,000 instances on distinct addresses: 80,000 octets of A records,
+        // more than any DNS message holds.
+        let pairs: Vec<(String, String)> = (0..5000u32)
+            .map(|i| {
+                (
+                    format!("big.rpc/{i}"),
+                    format!("10.{}.{}.{}:8000", i >> 16, (i >> 8) & 255, i & 255),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        let store = crate::zone::testing::zone(3, 1, &refs);
+        let mut seen = std::collections::BTreeSet::new();
+        for rtype in [RecordType::A, RecordType::SRV] {
+            let packet = query("big.rpc.svc.local.", rtype, Some(1232));
+            let (outcome, udp, _) = ask(&store, &packet, None);
+            assert!(udp.metadata.truncation, "{rtype}: TC over UDP");
+            assert!(udp.answers.is_empty(), "{rtype}: no partial RRset over UDP");
+            assert!(matches!(
+                outcome,
+                Outcome::Answered {
+                    truncated: true,
+                    ..
+                }
+            ));
+            let mut firsts = std::collections::BTreeSet::new();
+            for _ in 0..3 {
+                let (outcome, tcp, bytes) = ask(&store, &packet, Some(MAX_MESSAGE));
+                assert!(bytes.len() <= MAX_MESSAGE);
+                assert!(!tcp.metadata.truncation, "{rtype}: no TC over TCP");
+                assert!(matches!(
+                    outcome,
+                    Outcome::Answered {
+                        truncated: false,
+                        ..
+                    }
+                ));
+                assert!(tcp.additionals.is_empty(), "glue left out: no room");
+                assert!(tcp.edns.is_some(), "OPT still present");
+                let n = tcp.answers.len();
+                // Whole records fill the message: one more would not fit.
+                let per_record = (bytes.len() - HEADER_LEN - 30) / n;
+                assert!(
+                    n > 1000 && bytes.len() + per_record + 2 > MAX_MESSAGE,
+                    "{rtype}: {n} records in {} octets",
+                    bytes.len()
+                );
+                firsts.insert(tcp.answers[0].data.clone());
+                if rtype == RecordType::A {
+                    seen.extend(a_of(&tcp.answers));
+                }
+            }
+            assert_eq!(firsts.len(), 3, "{rtype}: each query starts elsewhere");
+        }
+        assert!(
+            seen.len() > 4000,
+            "rotation reaches most addresses: {}",
+            seen.len()
+        );
+    }
+
+    fn a_of(records: &[hickory_proto::rr::Record]) -> Vec<std::net::Ipv4Addr> {
+        records
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]

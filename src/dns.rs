@@ -44,8 +44,8 @@ pub struct DnsHandler {
 
 /// What the full path makes of a request with one well-formed question.
 enum Resolution {
-    /// Our own answer (inside the zone), decoded from the wire answer.
-    Local(Message),
+    /// Our own answer (inside the zone), complete in wire form.
+    Local(Vec<u8>),
     /// A name outside the zone: forward it or refuse it.
     Outside,
 }
@@ -98,9 +98,8 @@ impl DnsHandler {
         Some(edns)
     }
 
-    /// Answers a request with one well-formed question from the zone: the
-    /// records, the flags and the RCODE, decoded from the wire answer; or
-    /// says the name is outside the zone.
+    /// Answers a request with one well-formed question from the zone, in
+    /// wire form; or says the name is outside the zone.
     fn records(&self, request: &Request) -> Result<Resolution, ResponseCode> {
         let queries = request.queries.queries();
         let [query] = queries else {
@@ -136,15 +135,40 @@ impl DnsHandler {
         match answer::respond(&snapshot, &question, limit, self.max_udp_payload, &mut wire) {
             // Outside the zone (class IN, not a transfer: both checked above).
             Outcome::NotHandled => Ok(Resolution::Outside),
-            Outcome::Answered { .. } => {
-                Message::from_vec(&wire)
-                    .map(Resolution::Local)
-                    .map_err(|error| {
-                        warn!(id = request.metadata.id, %error, "cannot decode our own answer");
-                        ResponseCode::ServFail
-                    })
-            }
+            Outcome::Answered { .. } => Ok(Resolution::Local(wire)),
         }
+    }
+
+    /// Checks the header, then answers from the zone.
+    fn resolve(&self, request: &Request) -> Result<Resolution, ResponseCode> {
+        if request.metadata.op_code != OpCode::Query {
+            // RFC 1035 §4.1.1: NOTIMP for a kind of query we do not support.
+            Err(ResponseCode::NotImp)
+        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            // RFC 6891 §6.1.3: a version we don't implement gets BADVERS,
+            // answered with version 0 (the highest we support).
+            Err(ResponseCode::BADVERS)
+        } else {
+            self.records(request)
+        }
+    }
+
+    /// The full path as our own UDP and TCP loops run it: the response to
+    /// `request` in wire form, at most `limit` octets (empty: no answer).
+    /// An answer from the zone goes out exactly as [`answer::respond`]
+    /// wrote it; everything else (errors, forwarded names) is encoded by
+    /// hickory through [`RequestHandler::handle_request`]. Decoding our own
+    /// answer and encoding it again would compress it less well, so a
+    /// message that [`answer::respond`] filled to the limit would no longer
+    /// fit.
+    pub async fn answer_bytes(&self, request: &Request, limit: u16) -> Vec<u8> {
+        if let Ok(Resolution::Local(wire)) = self.resolve(request) {
+            return wire;
+        }
+        let capture = CaptureResponse::new(limit);
+        self.handle_request::<_, hickory_server::net::runtime::TokioTime>(request, capture.clone())
+            .await;
+        capture.take()
     }
 
     /// A name outside the zone: forwarded when a forwarder allows this
@@ -266,21 +290,19 @@ impl RequestHandler for DnsHandler {
         let edns = self.response_edns(request);
         let mut metadata = Metadata::response_from_request(&request.metadata);
 
-        let outcome = if request.metadata.op_code != OpCode::Query {
-            // RFC 1035 §4.1.1: NOTIMP for a kind of query we do not support.
-            Err(ResponseCode::NotImp)
-        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            // RFC 6891 §6.1.3: a version we don't implement gets BADVERS,
-            // answered with version 0 (the highest we support).
-            Err(ResponseCode::BADVERS)
-        } else {
-            self.records(request)
-        };
+        let outcome = self.resolve(request);
 
         let empty: [&[Record]; 3] = [&[], &[], &[]];
         let mut forwarded = false;
         let message = match outcome {
-            Ok(Resolution::Local(message)) => {
+            Ok(Resolution::Local(wire)) => {
+                let Ok(message) = Message::from_vec(&wire) else {
+                    warn!(id = request.metadata.id, "cannot decode our own answer");
+                    return ResponseInfo::from(Header {
+                        metadata,
+                        counts: Default::default(),
+                    });
+                };
                 metadata.response_code = message.metadata.response_code;
                 metadata.authoritative = message.metadata.authoritative;
                 metadata.truncation = message.metadata.truncation;
@@ -487,6 +509,49 @@ mod tests {
                 assert_eq!(full.additionals, fast.additionals, "{case}");
                 assert_eq!(full.edns, fast.edns, "{case}");
             }
+        }
+    }
+
+    /// Over TCP the full path also cuts an RRset too large for any message
+    /// to what fits, without TC, exactly as the fast path does.
+    #[tokio::test]
+    async fn the_full_path_cuts_a_huge_rrset_over_tcp_like_the_fast_path() {
+        let pairs: Vec<(String, String)> = (0..5000u32)
+            .map(|i| {
+                (
+                    format!("big.rpc/{i}"),
+                    format!("10.1.{}.{}:80", i >> 8, i & 255),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        let store = crate::zone::testing::zone(5, 3, &refs);
+        let handler = DnsHandler::new(store.clone(), 1232);
+        for rtype in [RecordType::A, RecordType::SRV] {
+            let mut query = Message::query();
+            query.metadata.id = 9;
+            query.add_query(Query::query(
+                Name::from_ascii("big.rpc.svc.local.").unwrap(),
+                rtype,
+            ));
+            let packet = query.to_vec().unwrap();
+            let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+            let request = Request::from_bytes(packet.clone(), src, Protocol::Tcp).unwrap();
+            let bytes = handler.answer_bytes(&request, u16::MAX).await;
+            let full = Message::from_vec(&bytes).unwrap();
+            assert!(!full.metadata.truncation, "{rtype}: no TC over TCP");
+            assert_eq!(full.metadata.response_code, ResponseCode::NoError);
+            assert!(
+                full.answers.len() > 1000,
+                "{rtype}: {} records",
+                full.answers.len()
+            );
+
+            let question = answer::parse_query(&packet).unwrap();
+            let mut out = Vec::new();
+            answer::respond(&store.load(), &question, MAX_MESSAGE, 1232, &mut out);
+            let fast = Message::from_vec(&out).unwrap();
+            assert_eq!(full.answers.len(), fast.answers.len(), "{rtype}: same cut");
         }
     }
 

@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler};
+use hickory_server::server::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -22,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::answer::{self, MAX_MESSAGE, Outcome, rcode};
-use crate::dns::{CaptureResponse, DnsHandler};
+use crate::dns::DnsHandler;
 use crate::metrics::{Metrics, QType, Rcode, Transport};
 use crate::zone::ZoneStore;
 
@@ -185,11 +184,7 @@ impl Connection {
         if request.metadata.message_type == hickory_proto::op::MessageType::Response {
             return;
         }
-        let capture = CaptureResponse::new(u16::MAX);
-        self.handler
-            .handle_request::<_, TokioTime>(&request, capture.clone())
-            .await;
-        *response = capture.take();
+        *response = self.handler.answer_bytes(&request, u16::MAX).await;
         if !response.is_empty() {
             self.metrics
                 .queries()

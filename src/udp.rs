@@ -26,15 +26,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler};
+use hickory_server::server::Request;
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::answer::{self, Outcome, rcode};
-use crate::dns::{CaptureResponse, DnsHandler};
+use crate::dns::DnsHandler;
 use crate::metrics::{Metrics, QType, QueryShard, Rcode, Transport};
 use crate::zone::ZoneStore;
 
@@ -357,11 +356,7 @@ impl Worker {
         let socket = self.socket.clone();
         let metrics = self.metrics.clone();
         let answer = async move {
-            let capture = CaptureResponse::new(limit);
-            handler
-                .handle_request::<_, TokioTime>(&request, capture.clone())
-                .await;
-            let bytes = capture.take();
+            let bytes = handler.answer_bytes(&request, limit).await;
             if bytes.is_empty() {
                 return;
             }

@@ -154,6 +154,50 @@ impl WireRrs {
         (tail, head)
     }
 
+    /// The records rotated as by [`WireRrs::rotated`], cut after the last
+    /// whole record that fits in `budget` octets: the two slices to copy
+    /// one after the other, and the number of records in them.
+    pub fn rotated_within(&self, offset: usize, budget: usize) -> (&[u8], &[u8], usize) {
+        let count = self.starts.len();
+        if count == 0 {
+            return (&[], &[], 0);
+        }
+        // Rotated order: records first..count, then 0..first.
+        let first = offset % count;
+        let end = self.last_fitting(first, count, budget);
+        let tail = &self.bytes[self.start(first)..self.start(end)];
+        if end < count {
+            return (tail, &[], end - first);
+        }
+        let head_end = self.last_fitting(0, first, budget - tail.len());
+        (
+            tail,
+            &self.bytes[..self.start(head_end)],
+            count - first + head_end,
+        )
+    }
+
+    /// Where record `i` starts; `count()` gives the end of the last one.
+    fn start(&self, i: usize) -> usize {
+        self.starts.get(i).map_or(self.bytes.len(), |&s| s as usize)
+    }
+
+    /// The largest `end` in `from..=to` such that records `from..end` take
+    /// at most `budget` octets.
+    fn last_fitting(&self, from: usize, to: usize, budget: usize) -> usize {
+        let base = self.start(from);
+        let (mut lo, mut hi) = (from, to);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if self.start(mid) - base <= budget {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
+    }
+
     /// All records in order.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
@@ -940,6 +984,46 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotated_within_keeps_whole_records_in_rotated_order() {
+        let mut builder = WireBuilder::default();
+        for i in 0..7u8 {
+            // Records of different sizes: 12 + i octets of RDATA.
+            builder.push(
+                &[&[0xc0, 12]],
+                rrtype::A,
+                5,
+                &[&vec![i; usize::from(i) + 1]],
+            );
+        }
+        let rrs = builder.finish();
+        let records: Vec<&[u8]> = (0..7)
+            .map(|i| &rrs.bytes[rrs.start(i)..rrs.start(i + 1)])
+            .collect();
+        for offset in 0..9 {
+            for budget in 0..=rrs.byte_len() + 3 {
+                // Brute force: take rotated records while they fit.
+                let (mut want, mut n) = (Vec::new(), 0);
+                for k in 0..7 {
+                    let record = records[(offset + k) % 7];
+                    if want.len() + record.len() > budget {
+                        break;
+                    }
+                    want.extend_from_slice(record);
+                    n += 1;
+                }
+                let (a, b, count) = rrs.rotated_within(offset, budget);
+                assert_eq!(
+                    ([a, b].concat(), count),
+                    (want, n),
+                    "offset {offset} budget {budget}"
+                );
+            }
+        }
+        let empty = WireRrs::default();
+        assert_eq!(empty.rotated_within(3, 100).2, 0);
+    }
 
     pub(crate) fn store() -> Arc<ZoneStore> {
         Arc::new(ZoneStore::new(ZoneParams {
