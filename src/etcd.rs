@@ -27,8 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, KvClient, TlsOptions,
-    WatchOptions,
+    Certificate, Client, ConnectOptions, GetOptions, Identity, KvClient, TlsOptions, WatchOptions,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -775,7 +774,17 @@ async fn session(
                 continue;
             }
 
-            let events = convert_events(&response);
+            let events = match convert_events(&response) {
+                Ok(events) => events,
+                Err(event_type) => {
+                    // An event we cannot apply: what else changed is
+                    // unknown, so read everything again.
+                    state.resync = Some(ResyncReason::Canceled);
+                    return Ok(Interrupt::Canceled(format!(
+                        "unknown event type {event_type}"
+                    )));
+                }
+            };
             state.after_cancel = false;
             state.backoff.reset();
             match events.last() {
@@ -815,27 +824,28 @@ fn on_contact(endpoint: &str, sink: &mut impl SyncSink, state: &mut SyncState) {
     tracing::info!(endpoint, "connected to etcd");
 }
 
-fn convert_events(response: &etcd_client::WatchResponse) -> Vec<KvEvent> {
-    response
-        .events()
-        .iter()
-        .filter_map(|event| {
-            let kv = event.kv()?;
-            // `event_type()` panics on a type other than PUT (0) and DELETE
-            // (1); mvccpb.Event defines no other and etcd sends no other.
-            Some(match event.event_type() {
-                EventType::Put => KvEvent::Put {
-                    key: kv.key().to_vec(),
-                    value: kv.value().to_vec(),
-                    mod_revision: kv.mod_revision(),
-                },
-                EventType::Delete => KvEvent::Delete {
-                    key: kv.key().to_vec(),
-                    mod_revision: kv.mod_revision(),
-                },
-            })
-        })
-        .collect()
+/// The events of a watch response, or the first event type that is
+/// neither PUT (0) nor DELETE (1). mvccpb.Event defines no other and etcd
+/// sends no other, but the number comes from the network: it is read from
+/// the field, because etcd-client's `event_type()` panics on it.
+fn convert_events(response: &etcd_client::WatchResponse) -> Result<Vec<KvEvent>, i32> {
+    let mut events = Vec::with_capacity(response.events().len());
+    for event in response.events() {
+        let Some(kv) = event.kv() else { continue };
+        events.push(match event.0.r#type {
+            0 => KvEvent::Put {
+                key: kv.key().to_vec(),
+                value: kv.value().to_vec(),
+                mod_revision: kv.mod_revision(),
+            },
+            1 => KvEvent::Delete {
+                key: kv.key().to_vec(),
+                mod_revision: kv.mod_revision(),
+            },
+            other => return Err(other),
+        });
+    }
+    Ok(events)
 }
 
 #[derive(Debug)]
@@ -914,6 +924,45 @@ async fn read_all(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_unknown_watch_event_type_is_an_error_not_a_panic() {
+        use etcd_client::proto::{PbEvent, PbKeyValue, PbWatchResponse};
+        let event = |r#type| PbEvent {
+            r#type,
+            kv: Some(PbKeyValue {
+                key: b"sms.rpc/1".to_vec(),
+                value: b"10.0.0.5:8001".to_vec(),
+                mod_revision: 7,
+                ..Default::default()
+            }),
+            prev_kv: None,
+        };
+        let response = |types: &[i32]| {
+            etcd_client::WatchResponse(PbWatchResponse {
+                events: types.iter().map(|&t| event(t)).collect(),
+                ..Default::default()
+            })
+        };
+        let events = convert_events(&response(&[0, 1])).expect("PUT and DELETE");
+        assert_eq!(events.len(), 2);
+        assert!(matches!(
+            events[0],
+            KvEvent::Put {
+                mod_revision: 7,
+                ..
+            }
+        ));
+        assert!(matches!(
+            events[1],
+            KvEvent::Delete {
+                mod_revision: 7,
+                ..
+            }
+        ));
+        assert_eq!(convert_events(&response(&[0, 2, 1])).err(), Some(2));
+        assert_eq!(convert_events(&response(&[-1])).err(), Some(-1));
+    }
     use std::collections::BTreeMap;
     use std::net::SocketAddr;
     use std::path::PathBuf;
