@@ -777,6 +777,31 @@ mod tests {
         assert!(out.len() <= bytes.len());
     }
 
+    /// RFC 2782 / RFC 3597 §4: no compression pointer inside SRV RDATA
+    /// (Go's resolver before 1.22 rejects the whole answer otherwise).
+    #[test]
+    fn srv_targets_are_not_compressed() {
+        let store = zone();
+        for name in ["SMS.rpc.svc.local.", "_grpc._tcp.sms.rpc.svc.local."] {
+            let packet = query(name, RecordType::SRV, None);
+            let (_, m, bytes) = ask(&store, &packet, Some(MAX_MESSAGE));
+            // Walk the answer section: each owner is a 2-octet pointer.
+            let mut at = packet.len();
+            for _ in 0..m.answers.len() {
+                assert_eq!(bytes[at] & 0xc0, 0xc0, "owner is a pointer");
+                let rdlen = usize::from(u16::from_be_bytes([bytes[at + 10], bytes[at + 11]]));
+                let rdata = &bytes[at + 12..at + 12 + rdlen];
+                assert_eq!(
+                    name_len(&rdata[6..]),
+                    Some(rdlen - 6),
+                    "{name}: target in full, no pointer: {rdata:02x?}"
+                );
+                at += 12 + rdlen;
+            }
+            assert_eq!(m.answers.len(), 2, "{name}");
+        }
+    }
+
     #[test]
     fn an_rrset_over_65535_octets_is_cut_over_tcp_and_rotates() {
         // 5,000 instances on distinct addresses: 80,000 octets of A records,

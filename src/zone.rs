@@ -835,6 +835,11 @@ impl ZoneWriter {
         let ttl = self.staged.params.ttl;
         let at_question = pointer(QNAME_OFFSET);
         let at_grpc_service = pointer(GRPC_SERVICE_OFFSET);
+        // SRV targets are written in full: RFC 2782 ("name compression is
+        // not to be used for this field") and RFC 3597 §4 forbid pointers
+        // in the RDATA of types newer than RFC 1035, and Go's resolver
+        // before 1.22 rejects the whole answer when it meets one.
+        let service_wire = host_wire(&format!("{key}.{}", self.origin_text));
 
         let mut labels: HashMap<Box<str>, u32> = HashMap::with_capacity(instances.len());
         let mut published = Vec::with_capacity(instances.len());
@@ -878,14 +883,14 @@ impl ZoneWriter {
                         &[&at_question],
                         rrtype::SRV,
                         ttl,
-                        &[&head, &label_wire, &at_question],
+                        &[&head, &label_wire, &service_wire],
                     );
                     glue.push(&[&label_wire, &at_question], rtype, ttl, &[octets.as_ref()]);
                     grpc_srv.push(
                         &[&at_question],
                         rrtype::SRV,
                         ttl,
-                        &[&head, &label_wire, &at_grpc_service],
+                        &[&head, &label_wire, &service_wire],
                     );
                     grpc_glue.push(
                         &[&label_wire, &at_grpc_service],
