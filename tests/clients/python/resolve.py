@@ -37,6 +37,8 @@ def resolve(resolver, rdtype, name):
         answer = resolver.resolve(name, rdtype, search=False)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer) as e:
         return [f"!ERROR {type(e).__name__}: {e}"]
+    except Exception as e:  # timeouts, refused connections: report, go on
+        return [f"!ERROR {type(e).__name__}: {e}"]
     return [r.to_text() for r in answer]
 
 
