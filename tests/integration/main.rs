@@ -3,6 +3,7 @@
 //! one area of the SPEC and says at its top what belongs in it.
 
 mod answers;
+mod clients;
 mod config;
 mod demo;
 mod deploy;

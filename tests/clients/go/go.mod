@@ -1,0 +1,3 @@
+module rpcdns/tests/clients/go
+
+go 1.19
