@@ -66,7 +66,7 @@ port_busy() {
 }
 
 # --- dependencies, ports, build --------------------------------------------
-"$root/scripts/install-deps.sh"
+"$root/scripts/install-deps.sh" --demo
 
 # A Debian machine with systemd runs the etcd that the etcd-server package
 # starts on 2379: leave it alone and use a port of our own.

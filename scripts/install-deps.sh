@@ -10,7 +10,20 @@
 # dnspython, a client of clients.rs.
 # Idempotent and quiet when everything is already there; uses sudo for
 # apt-get when not run as root.
+#
+# `install-deps.sh --demo` installs only what scripts/demo.sh needs: etcd,
+# etcdctl, dig, protoc and curl.
 set -euo pipefail
+
+demo_only=false
+case "${1:-}" in
+    --demo) demo_only=true ;;
+    "") ;;
+    *)
+        echo "usage: install-deps.sh [--demo]" >&2
+        exit 2
+        ;;
+esac
 
 # command -> Debian package that provides it
 declare -A package_for=(
@@ -33,6 +46,9 @@ declare -A package_for=(
 )
 commands=(etcd etcdctl dig protoc curl dnsmasq systemd-analyze openssl
     kdig go node java javac unshare mount getent)
+if $demo_only; then
+    commands=(etcd etcdctl dig protoc curl)
+fi
 
 # dnsmasq lives in /usr/sbin, which is not on every user's PATH.
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
@@ -67,12 +83,12 @@ done
 
 # The deploy/ linters live in a venv: a bare Debian has python3 without
 # venv/ensurepip (package python3-venv), or no python3 at all.
-if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+if ! $demo_only && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     missing+=(python3 python3-venv)
 fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    install_python_tools
+    $demo_only || install_python_tools
     exit 0
 fi
 
@@ -102,4 +118,4 @@ for cmd in "${commands[@]}"; do
     fi
 done
 
-install_python_tools
+$demo_only || install_python_tools
