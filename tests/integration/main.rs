@@ -3,9 +3,12 @@
 //! one area of the SPEC and says at its top what belongs in it.
 
 mod answers;
+mod cluster;
 mod config;
+mod converge;
 mod demo;
 mod deploy;
+mod faults;
 mod forward;
 mod harness;
 mod lifecycle;
