@@ -209,6 +209,29 @@ impl EtcdCluster {
         let _ = child.wait();
     }
 
+    /// Freezes member `i` with SIGSTOP: its connections stay open but
+    /// nothing answers (a hung machine, not a dead one).
+    pub fn freeze(&self, i: usize) {
+        self.signal(i, "STOP");
+    }
+
+    /// Lets a frozen member run again (SIGCONT).
+    pub fn thaw(&self, i: usize) {
+        self.signal(i, "CONT");
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        let pid = self
+            .pid(i)
+            .unwrap_or_else(|| panic!("member {i} is not running"));
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill(1)");
+        assert!(sent.success(), "kill -{signal} {pid} failed");
+    }
+
     /// Starts member `i` again on its data directory and ports; returns once
     /// it answers `/health`.
     pub fn start_member(&mut self, i: usize) {

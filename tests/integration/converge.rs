@@ -95,6 +95,9 @@ pub struct Expected {
     pub skipped: usize,
     /// Keys of other programs.
     pub ignored: usize,
+    /// The highest mod revision among the keys of ours (served or
+    /// skipped): rpcdns's zone cannot reflect less.
+    pub max_mod_revision: i64,
 }
 
 /// How the model classifies one value.
@@ -188,8 +191,9 @@ fn natural_label(id: &str, service: &str) -> Option<String> {
 
 impl Expected {
     /// The model applied to every key/value pair of one read at `revision`.
+    /// `kvs` are (key, value, mod revision).
     pub fn from_kvs<'a>(
-        kvs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        kvs: impl IntoIterator<Item = (&'a [u8], &'a [u8], i64)>,
         revision: i64,
     ) -> Expected {
         let mut expected = Expected {
@@ -198,7 +202,7 @@ impl Expected {
         };
         // Service → etcd key → address; BTreeMap gives byte order.
         let mut raw: BTreeMap<String, BTreeMap<Vec<u8>, Addr>> = BTreeMap::new();
-        for (key, value) in kvs {
+        for (key, value, mod_revision) in kvs {
             let (service, id) = match key.iter().position(|&b| b == b'/') {
                 Some(slash) => (&key[..slash], &key[slash + 1..]),
                 None => (key, &[][..]),
@@ -210,6 +214,7 @@ impl Expected {
                     continue;
                 }
             };
+            expected.max_mod_revision = expected.max_mod_revision.max(mod_revision);
             if id.is_empty() || !valid_service_key(&service) || std::str::from_utf8(id).is_err() {
                 expected.skipped += 1;
                 continue;
@@ -313,7 +318,7 @@ enum NameKind {
 /// the model.
 pub async fn read_expected(client: &Client) -> Result<Expected, String> {
     let mut client = client.clone();
-    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>, i64)> = Vec::new();
     let mut from: Vec<u8> = vec![0];
     let mut revision = 0;
     loop {
@@ -333,10 +338,10 @@ pub async fn read_expected(client: &Client) -> Result<Expected, String> {
         }
         let more = resp.more();
         for kv in resp.kvs() {
-            pairs.push((kv.key().to_vec(), kv.value().to_vec()));
+            pairs.push((kv.key().to_vec(), kv.value().to_vec(), kv.mod_revision()));
         }
         match (more, pairs.last()) {
-            (true, Some((last, _))) => {
+            (true, Some((last, _, _))) => {
                 from = last.clone();
                 from.push(0);
             }
@@ -344,7 +349,9 @@ pub async fn read_expected(client: &Client) -> Result<Expected, String> {
         }
     }
     Ok(Expected::from_kvs(
-        pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+        pairs
+            .iter()
+            .map(|(k, v, r)| (k.as_slice(), v.as_slice(), *r)),
         revision,
     ))
 }
@@ -366,6 +373,12 @@ enum Want {
     },
     /// NOERROR with one CNAME to this absolute name.
     Cname(String),
+    /// The apex SOA with a serial in min..=max: the zone reflects at least
+    /// the last change to a key of ours, and nothing etcd does not have.
+    Serial {
+        min: i64,
+        max: i64,
+    },
     NxDomain,
 }
 
@@ -378,7 +391,15 @@ struct Probe {
 }
 
 fn probes(expected: &Expected, gone: &[String]) -> Vec<Probe> {
-    let mut probes = Vec::new();
+    let mut probes = vec![Probe {
+        name: ZONE.to_owned(),
+        rtype: RecordType::SOA,
+        tcp: false,
+        want: Want::Serial {
+            min: expected.max_mod_revision,
+            max: expected.revision,
+        },
+    }];
     for (service, instances) in &expected.services {
         let name = Expected::service_name(service);
         let mut v4: Vec<IpAddr> = Vec::new();
@@ -530,6 +551,18 @@ fn judge(probe: &Probe, msg: &Message, reply_len: usize) -> Result<(), String> {
                 false => Err(format!("{what}: answers {got:?}, want {want:?}")),
             }
         }
+        Want::Serial { min, max } => match msg.answers.as_slice() {
+            // Test revisions stay far below 2^32, where the serial wraps.
+            [r] if matches!(&r.data, RData::SOA(soa)
+                if (*min..=*max).contains(&i64::from(soa.serial))) =>
+            {
+                Ok(())
+            }
+            other => Err(format!(
+                "{what}: answers {:?}, want one SOA with serial in {min}..={max}",
+                other.iter().map(|r| r.to_string()).collect::<Vec<_>>()
+            )),
+        },
         Want::Cname(target) => match msg.answers.as_slice() {
             [r] if matches!(&r.data, RData::CNAME(c) if lower(&c.0) == *target) => Ok(()),
             other => Err(format!(
@@ -831,7 +864,10 @@ mod tests {
     use super::*;
 
     fn model(pairs: &[(&str, &str)]) -> Expected {
-        Expected::from_kvs(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())), 1)
+        Expected::from_kvs(
+            pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes(), 1)),
+            1,
+        )
     }
 
     fn labels(e: &Expected, service: &str) -> Vec<(String, Addr)> {

@@ -6,7 +6,7 @@
 //! with what etcd holds, and with a look for panics in rpcdns's log.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -19,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::cluster::EtcdCluster;
-use crate::converge::{check, check_expected, converge, read_expected};
+use crate::converge::{Addr, check, check_expected, converge, read_expected};
 use crate::harness::*;
 
 /// How long convergence may take after a burst of changes (the SPEC's
@@ -229,6 +229,25 @@ async fn random_churn_converges_exactly() {
     assert!(report.services > 100, "too few services: {report:?}");
     assert!(report.instances > 1000, "too few instances: {report:?}");
     assert!(report.skipped > 50 && report.ignored > 50, "{report:?}");
+    let model = read_expected(&env.client).await.expect("read etcd");
+    let instances = || model.services.values().flatten();
+    let hashed = instances().filter(|i| i.label.len() == 16).count();
+    let hosts = instances()
+        .filter(|i| matches!(i.addr, Addr::Host(..)))
+        .count();
+    let v6 = instances()
+        .filter(|i| matches!(i.addr, Addr::Ip(IpAddr::V6(_), _)))
+        .count();
+    let nested = model
+        .services
+        .keys()
+        .filter(|s| s.starts_with("n."))
+        .count();
+    eprintln!("{hashed} hashed labels, {hosts} host names, {v6} IPv6, {nested} nested services");
+    assert!(
+        hashed > 0 && hosts > 0 && v6 > 0 && nested > 0,
+        "the churn missed a case: {hashed} hashed labels, {hosts} host names, {v6} IPv6, {nested} nested services"
+    );
 
     // The same state through a first full read instead of the watch.
     let fresh = Rpcdns::start(&env.etcd.endpoint(), &[]);
@@ -299,7 +318,7 @@ async fn checker_detects_what_a_cut_off_rpcdns_missed() {
     // A wrong expectation is caught too: one port off.
     let mut wrong = before.clone();
     let a = wrong.services.get_mut("a.rpc").expect("a.rpc in the model");
-    if let crate::converge::Addr::Ip(_, port) = &mut a[0].addr {
+    if let Addr::Ip(_, port) = &mut a[0].addr {
         *port += 1;
     }
     let diff = check_expected(&wrong, dns, &[])
@@ -313,6 +332,73 @@ async fn checker_detects_what_a_cut_off_rpcdns_missed() {
     proxy.restore();
     let report = converge(&client, dns, &gone, RECONNECT).await;
     assert_eq!((report.services, report.instances), (4, 6), "{report:?}");
+    assert_no_panic(&rpcdns);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_across_disconnects_and_compactions_converges() {
+    const OPS: usize = 3000;
+    let seed = chaos_seed();
+    let etcd = Etcd::start();
+    let client = etcd.client().await;
+    let proxy = Proxy::start(etcd.client_addr());
+    let rpcdns = Rpcdns::start(&proxy.endpoint(), &[]);
+    rpcdns.wait_ready();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let ops: Vec<Op> = (0..OPS).map(|_| chaos_op(&mut rng)).collect();
+    let writer = client.clone();
+    let churn = tokio::spawn(async move {
+        let gate = Arc::new(tokio::sync::Semaphore::new(16));
+        let mut tasks = tokio::task::JoinSet::new();
+        for op in ops {
+            let (client, gate) = (writer.clone(), Arc::clone(&gate));
+            let permit = gate.acquire_owned().await.expect("semaphore open");
+            tasks.spawn(async move {
+                let result = apply(&client, &op).await;
+                drop(permit);
+                result.unwrap_or_else(|e| panic!("{op:?}: {e}"));
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("op task");
+        }
+    });
+
+    // While the churn goes on: cut rpcdns off, compact the history away
+    // every other time, let it back in. The pauses pace the faults; nothing
+    // waits on them for correctness.
+    let mut cycles = 0;
+    while !churn.is_finished() {
+        cycles += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::task::block_in_place(|| proxy.cut());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if cycles % 2 == 0 {
+            let revision = current_revision(&client).await;
+            client
+                .clone()
+                .compact(revision, None)
+                .await
+                .expect("compact");
+        }
+        tokio::task::block_in_place(|| proxy.restore());
+    }
+    churn.await.expect("churn task");
+
+    let report = converge(&client, rpcdns.dns_addr, &chaos_names(), RECONNECT).await;
+    let log = rpcdns.log();
+    let reconnects = log.matches("connected to etcd").count();
+    let rereads = log.matches("compacted the resume revision").count();
+    eprintln!(
+        "{OPS} ops across {cycles} cuts: {reconnects} connections, {rereads} re-reads after \
+         compaction; converged at revision {} ({} services, {} instances, {} passes)",
+        report.revision, report.services, report.instances, report.passes
+    );
+    assert!(
+        cycles >= 2,
+        "the churn ended before a second cut ({cycles} cycles)"
+    );
+    assert!(reconnects >= 2, "rpcdns never reconnected; log:\n{log}");
     assert_no_panic(&rpcdns);
 }
 
@@ -521,6 +607,55 @@ async fn losing_and_restarting_members_is_invisible_to_dns() {
             report.names
         );
     }
+    assert_no_panic(&rpcdns);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_member_is_left_for_a_live_one() {
+    let cluster = EtcdCluster::start(3);
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        clients.push(cluster.client(i).await);
+    }
+    let stable = ["10.9.0.1", "10.9.0.2"];
+    for (n, ip) in stable.iter().enumerate() {
+        put(&clients[0], format!("stable.rpc/{n}"), format!("{ip}:80")).await;
+    }
+    let rpcdns = Rpcdns::start(&cluster.endpoints_arg(), &[]);
+    rpcdns.wait_ready();
+    let dns = rpcdns.dns_addr;
+    converge(&clients[0], dns, &[], PROPAGATION).await;
+    let querier = Querier::start(dns, &format!("stable.rpc.{ZONE}"), ipv4s(&stable));
+
+    // SIGSTOP: no RST, no FIN; only rpcdns's keep-alive pings can tell.
+    let frozen = wait_member(&cluster, &rpcdns, None);
+    cluster.freeze(frozen);
+    let started = Instant::now();
+    let live = (frozen + 1) % 3;
+    apply_retrying(
+        &clients[live],
+        &Op::Put("while-frozen.rpc/1".into(), "10.6.0.1:80".into()),
+    )
+    .await;
+    let report = converge(&clients[live], dns, &[], RECONNECT).await;
+    let noticed = started.elapsed();
+    let now = cluster.member_connected_from(rpcdns.pid());
+    cluster.thaw(frozen);
+    let stats = querier.finish();
+    eprintln!(
+        "member {frozen} frozen: the change showed after {noticed:?} via {now:?}; \
+         {} queries, {} failures, slowest {:?}",
+        stats.queries, stats.failures, stats.slowest
+    );
+    assert!(
+        report.names.contains(&format!("while-frozen.rpc.{ZONE}")),
+        "{report:?}"
+    );
+    assert_eq!(
+        stats.failures, 0,
+        "DNS stopped answering while a member was frozen: {:?}",
+        stats.first_failures
+    );
     assert_no_panic(&rpcdns);
 }
 
