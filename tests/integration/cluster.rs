@@ -213,6 +213,16 @@ impl EtcdCluster {
     /// nothing answers (a hung machine, not a dead one).
     pub fn freeze(&self, i: usize) {
         self.signal(i, "STOP");
+        let pid = self.pid(i).unwrap_or_default();
+        crate::harness::eventually(Duration::from_secs(5), || {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+            // pid (comm) STATE ...
+            match stat.rsplit_once(')').map(|(_, rest)| rest.trim_start()) {
+                Some(rest) if rest.starts_with('T') => Ok(()),
+                _ => Err(format!("member {i} (pid {pid}) not stopped: {stat}")),
+            }
+        });
     }
 
     /// Lets a frozen member run again (SIGCONT).

@@ -651,6 +651,10 @@ async fn a_frozen_member_is_left_for_a_live_one() {
         report.names.contains(&format!("while-frozen.rpc.{ZONE}")),
         "{report:?}"
     );
+    assert!(
+        matches!(now, Ok(m) if m != frozen),
+        "rpcdns should have left frozen member {frozen}: {now:?}"
+    );
     assert_eq!(
         stats.failures, 0,
         "DNS stopped answering while a member was frozen: {:?}",
