@@ -82,6 +82,7 @@ const CHAOS_OPS: usize = 10_000;
 const CHAOS_SERVICES: usize = 200;
 const CHAOS_SLOTS: usize = 25;
 const CHAOS_IN_FLIGHT: usize = 64;
+const CHAOS_ROUNDS: usize = 5;
 
 /// Instance id of `slot`: a few that exercise the label rules (a nested
 /// service's name, ids equal but for case, ids that are not labels, an
@@ -192,31 +193,38 @@ async fn random_churn_converges_exactly() {
     let ops: Vec<Op> = (0..CHAOS_OPS).map(|_| chaos_op(&mut rng)).collect();
 
     // Issued concurrently: the order etcd applies them in is not the seed's,
-    // but the checker reads etcd's final state, not the op list.
-    let started = Instant::now();
-    let gate = Arc::new(tokio::sync::Semaphore::new(CHAOS_IN_FLIGHT));
-    let mut tasks = tokio::task::JoinSet::new();
-    for op in ops {
-        let (client, gate) = (env.client.clone(), Arc::clone(&gate));
-        let permit = gate.acquire_owned().await.expect("semaphore open");
-        tasks.spawn(async move {
-            let result = apply(&client, &op).await;
-            drop(permit);
-            result.unwrap_or_else(|e| panic!("{op:?}: {e}"));
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.expect("op task");
-    }
-    let ops_took = started.elapsed();
-
+    // but the checker reads etcd's state, not the op list. In rounds, with
+    // a convergence check after each: intermediate states count too (a
+    // label freed by a delete, a nested service gone).
     let gone = chaos_names();
-    let started = Instant::now();
-    let report = converge(&env.client, env.dns(), &gone, CONVERGE).await;
-    let converge_took = started.elapsed();
+    let (mut ops_took, mut converge_took) = (Duration::ZERO, Duration::ZERO);
+    let mut report = None;
+    for round in ops.chunks(CHAOS_OPS / CHAOS_ROUNDS) {
+        let started = Instant::now();
+        let gate = Arc::new(tokio::sync::Semaphore::new(CHAOS_IN_FLIGHT));
+        let mut tasks = tokio::task::JoinSet::new();
+        for op in round {
+            let (client, gate, op) = (env.client.clone(), Arc::clone(&gate), op.clone());
+            let permit = gate.acquire_owned().await.expect("semaphore open");
+            tasks.spawn(async move {
+                let result = apply(&client, &op).await;
+                drop(permit);
+                result.unwrap_or_else(|e| panic!("{op:?}: {e}"));
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("op task");
+        }
+        ops_took += started.elapsed();
+        let started = Instant::now();
+        report = Some(converge(&env.client, env.dns(), &gone, CONVERGE).await);
+        converge_took += started.elapsed();
+    }
+    let report = report.expect("at least one round");
     eprintln!(
-        "{CHAOS_OPS} ops in {ops_took:?}; converged in {converge_took:?} at revision {}: \
-         {} services, {} instances, {} skipped, {} ignored keys, {} queries per pass, {} passes",
+        "{CHAOS_OPS} ops in {ops_took:?}; {CHAOS_ROUNDS} convergences took {converge_took:?}; \
+         at revision {}: {} services, {} instances, {} skipped, {} ignored keys, \
+         {} queries per pass, {} passes",
         report.revision,
         report.services,
         report.instances,
