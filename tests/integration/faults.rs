@@ -410,6 +410,127 @@ async fn churn_across_disconnects_and_compactions_converges() {
     assert_no_panic(&rpcdns);
 }
 
+/// A `*.rpc` service key of exactly `len` octets (len >= 6), in labels of
+/// at most 63 octets.
+fn service_key_of_len(len: usize) -> String {
+    let mut body = String::new();
+    let mut left = len - ".rpc".len();
+    let mut letter = b'a';
+    while left > 0 {
+        if !body.is_empty() {
+            body.push('.');
+            left -= 1;
+        }
+        let n = left.min(63);
+        body.push_str(&String::from(letter as char).repeat(n));
+        left -= n;
+        letter += 1;
+        // A label must follow a dot: never end on one.
+        if left == 1 {
+            body.pop();
+            left += 1;
+        }
+    }
+    format!("{body}.rpc")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_names_and_values_converge() {
+    let env = TestEnv::start(&[]).await;
+    let longest = service_key_of_len(226); // + ".svc.local" = 236, the limit
+    let too_long = service_key_of_len(227);
+    let s200 = service_key_of_len(200); // leaves 42 octets for a natural label
+    assert_eq!((longest.len(), too_long.len(), s200.len()), (226, 227, 200));
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (
+            format!("{longest}/{}", "1".repeat(16)).into(),
+            b"10.7.0.1:80".to_vec(),
+        ),
+        (
+            format!("{longest}/{}", "2".repeat(17)).into(),
+            b"10.7.0.2:80".to_vec(),
+        ),
+        (format!("{too_long}/1").into(), b"10.7.0.3:80".to_vec()),
+        (
+            format!("{s200}/{}", "3".repeat(42)).into(),
+            b"10.7.1.1:80".to_vec(),
+        ),
+        (
+            format!("{s200}/{}", "4".repeat(43)).into(),
+            b"10.7.1.2:80".to_vec(),
+        ),
+        (
+            format!("edge.rpc/{}", "5".repeat(63)).into(),
+            b"10.7.2.1:80".to_vec(),
+        ),
+        (
+            format!("edge.rpc/{}", "6".repeat(64)).into(),
+            b"10.7.2.2:80".to_vec(),
+        ),
+        (b"edge.rpc/port-max".to_vec(), b"10.7.2.3:65535".to_vec()),
+        (b"edge.rpc/port-over".to_vec(), b"10.7.2.4:65536".to_vec()),
+        (b"edge.rpc/port-zero-led".to_vec(), b"10.7.2.5:080".to_vec()),
+        (b"edge.rpc/port-plus".to_vec(), b"10.7.2.6:+80".to_vec()),
+        (b"edge.rpc/Upper-ID".to_vec(), b"[FD00::7]:80".to_vec()),
+        (b"edge.rpc/same-v6".to_vec(), b"[fd00:0:0::7]:81".to_vec()),
+        (
+            b"edge.rpc/mapped".to_vec(),
+            b"[::ffff:10.7.2.7]:80".to_vec(),
+        ),
+        (
+            b"edge.rpc/mapped-zero".to_vec(),
+            b"[::ffff:0.0.0.0]:80".to_vec(),
+        ),
+        (b"edge.rpc/host-dot".to_vec(), b"Host.Example.:80".to_vec()),
+        (b"edge.rpc/host-under".to_vec(), b"_srv.example:80".to_vec()),
+        (b"edge.rpc/host-digits".to_vec(), b"1.2.3:80".to_vec()),
+        (b"edge.rpc/ws".to_vec(), b" 10.7.2.8:80".to_vec()),
+        (b"edge.rpc/a/b/c".to_vec(), b"10.7.2.9:80".to_vec()),
+        (b"edge.rpc/\xff".to_vec(), b"10.7.2.10:80".to_vec()),
+        (
+            b"edge.rpc/bad-utf8-value".to_vec(),
+            b"10.7.2.11:8\xff".to_vec(),
+        ),
+        (b"\xffedge.rpc/1".to_vec(), b"10.7.2.12:80".to_vec()),
+        (b"Mixed_Case-1.RPC/1".to_vec(), b"10.7.3.1:80".to_vec()),
+        (b"mixed_case-1.rpc/1".to_vec(), b"10.7.3.2:80".to_vec()),
+        (b"E.Edge.RPC/1".to_vec(), b"10.7.4.1:80".to_vec()), // nested: e.edge.rpc
+        (b"edge.rpc/E".to_vec(), b"10.7.2.13:80".to_vec()),  // loses label e to it
+    ];
+    let long_value = format!("{}:80", "h".repeat(509)).into_bytes();
+    pairs.push((b"edge.rpc/long-value".to_vec(), long_value));
+    for (k, v) in &pairs {
+        put(&env.client, k.clone(), v.clone()).await;
+    }
+    let report = converge(&env.client, env.dns(), &[], PROPAGATION).await;
+    eprintln!(
+        "edge cases: {} services, {} instances, {} skipped, {} ignored",
+        report.services, report.instances, report.skipped, report.ignored
+    );
+    assert_eq!(
+        (report.services, report.skipped, report.ignored),
+        (5, 9, 1),
+        "{report:?}"
+    );
+    let fresh = Rpcdns::start(&env.etcd.endpoint(), &[]);
+    fresh.wait_ready();
+    converge(&env.client, fresh.dns_addr, &[], PROPAGATION).await;
+
+    // The nested service goes: instance E of edge.rpc takes its natural
+    // label back; the upper-case twin goes: the lower-case one stays.
+    delete(&env.client, "E.Edge.RPC/1").await;
+    delete(&env.client, "Mixed_Case-1.RPC/1").await;
+    let gone = names_of("e.edge.rpc", &["1"]);
+    let report = converge(&env.client, env.dns(), &gone, PROPAGATION).await;
+    assert!(
+        report.names.contains(&format!("e.edge.rpc.{ZONE}")),
+        "{report:?}"
+    );
+    converge(&env.client, fresh.dns_addr, &gone, PROPAGATION).await;
+    assert_no_panic(&env.rpcdns);
+    assert_no_panic(&fresh);
+}
+
 // ----------------------------------------------------------------------------
 // (1) Member failures of a three-member cluster
 // ----------------------------------------------------------------------------
