@@ -319,6 +319,19 @@ async fn checker_detects_what_a_cut_off_rpcdns_missed() {
             "the diff lacks {expected:?}:\n{diff}"
         );
     }
+    // converge gives up at its deadline with the last diff.
+    let (c, g) = (client.clone(), gone.clone());
+    let gave_up = tokio::spawn(async move { converge(&c, dns, &g, Duration::from_secs(1)).await })
+        .await
+        .expect_err("converge must panic at its deadline");
+    let message = gave_up.into_panic();
+    let message = message
+        .downcast_ref::<String>()
+        .expect("a formatted panic message");
+    assert!(
+        message.contains("did not converge") && message.contains("e.rpc.svc.local."),
+        "{message}"
+    );
     // The cut-off rpcdns serves exactly the zone it last knew.
     check_expected(&before, dns, &[])
         .await
