@@ -200,8 +200,9 @@ impl Expected {
             revision,
             ..Expected::default()
         };
-        // Service → etcd key → address; BTreeMap gives byte order.
-        let mut raw: BTreeMap<String, BTreeMap<Vec<u8>, Addr>> = BTreeMap::new();
+        // Service → etcd key → (instance id, address); BTreeMap gives the
+        // keys' byte order, which decides who keeps a contested label.
+        let mut raw: BTreeMap<String, BTreeMap<Vec<u8>, (String, Addr)>> = BTreeMap::new();
         for (key, value, mod_revision) in kvs {
             let (service, id) = match key.iter().position(|&b| b == b'/') {
                 Some(slash) => (&key[..slash], &key[slash + 1..]),
@@ -215,13 +216,18 @@ impl Expected {
                 }
             };
             expected.max_mod_revision = expected.max_mod_revision.max(mod_revision);
-            if id.is_empty() || !valid_service_key(&service) || std::str::from_utf8(id).is_err() {
-                expected.skipped += 1;
-                continue;
-            }
+            let id = match std::str::from_utf8(id) {
+                Ok(id) if !id.is_empty() && valid_service_key(&service) => id.to_owned(),
+                _ => {
+                    expected.skipped += 1;
+                    continue;
+                }
+            };
             match classify_value(value) {
                 Value::Usable(addr) => {
-                    raw.entry(service).or_default().insert(key.to_vec(), addr);
+                    raw.entry(service)
+                        .or_default()
+                        .insert(key.to_vec(), (id, addr));
                 }
                 Value::Unusable => expected.skipped += 1,
             }
@@ -229,11 +235,7 @@ impl Expected {
         for (service, instances) in &raw {
             let mut taken = BTreeSet::new();
             let mut list = Vec::with_capacity(instances.len());
-            for (key, addr) in instances {
-                let id = std::str::from_utf8(
-                    &key[key.iter().position(|&b| b == b'/').unwrap_or(0) + 1..],
-                )
-                .unwrap_or_default();
+            for (key, (id, addr)) in instances {
                 let label = natural_label(id, service)
                     .filter(|l| !taken.contains(l) && !raw.contains_key(&format!("{l}.{service}")))
                     .unwrap_or_else(|| hashed_label(key));
