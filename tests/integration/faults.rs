@@ -1,9 +1,11 @@
 //! Faults (issue 6 points 1, 2, 3 and 5): DNS must equal etcd exactly after
-//! random churn, member failures of a three-member cluster, an outage with
-//! compaction and defragmentation, a thousand leases expiring together and a
-//! thousand registrations in one burst. Every test ends with the
-//! convergence checker (converge.rs) comparing every name rpcdns serves
-//! with what etcd holds, and with a look for panics in rpcdns's log.
+//! random churn (also across disconnects and compactions), at edge names and
+//! values, through member failures of a three-member cluster (killed,
+//! restarted, frozen), an outage with compaction and defragmentation, a
+//! thousand leases expiring together and a thousand registrations in one
+//! burst. Every test ends with the convergence checker (converge.rs)
+//! comparing every name rpcdns serves with what etcd holds, and with a look
+//! for panics in rpcdns's log.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
