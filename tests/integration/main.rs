@@ -4,9 +4,12 @@
 
 mod answers;
 mod clients;
+mod cluster;
 mod config;
+mod converge;
 mod demo;
 mod deploy;
+mod faults;
 mod forward;
 mod harness;
 mod lifecycle;
