@@ -8,6 +8,7 @@ mod demo;
 mod deploy;
 mod forward;
 mod harness;
+mod hostile;
 mod lifecycle;
 mod metrics;
 mod security;
