@@ -1293,6 +1293,30 @@ async fn hostile_etcd_keys_and_values_are_skipped_or_named_as_documented() {
     );
     assert!(!log.contains("panicked"), "{log}");
     assert!(env.rpcdns.try_exit().is_none(), "rpcdns exited:\n{log}");
+
+    // A restart finds the same in its paged first read (two 1.4 MiB values
+    // among them), and warns once per skipped key again.
+    let TestEnv { rpcdns, etcd, .. } = env;
+    drop(rpcdns);
+    let rpcdns = Rpcdns::start(&etcd.endpoint(), &[]);
+    rpcdns.wait_ready();
+    let again: BTreeMap<String, String> = rpcdns
+        .skipped()
+        .expect("skipped list")
+        .into_iter()
+        .collect();
+    assert_eq!(again, skipped, "skipped after a restart");
+    for (_, _, expect) in &cases {
+        if let Expect::Addr(name, _) | Expect::Cname(name, _) = expect {
+            check_served(rpcdns.dns_addr, name, expect).unwrap_or_else(|e| panic!("restart: {e}"));
+        }
+    }
+    let log = rpcdns.log();
+    assert_eq!(
+        log.matches("skipping etcd key").count(),
+        skips,
+        "one warning per skipped key after a restart:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
