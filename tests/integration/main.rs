@@ -12,6 +12,7 @@ mod deploy;
 mod faults;
 mod forward;
 mod harness;
+mod hostile;
 mod lifecycle;
 mod metrics;
 mod security;
