@@ -695,7 +695,13 @@ async fn session(
         }
     };
     let mut kv = client.kv_client().max_decoding_message_size(MAX_PAGE_BYTES);
-    let mut watch_client = client.watch_client();
+    // A watch that catches up after an outage gets many revisions per
+    // response; with `fragment` etcd splits one larger than its request
+    // limit (1.5 MiB by default) into several, which are put together
+    // again below. The decoding limit is the full read's, for headroom.
+    let mut watch_client = client
+        .watch_client()
+        .max_decoding_message_size(MAX_PAGE_BYTES);
 
     loop {
         if let Some(reason) = state.resync {
@@ -719,7 +725,8 @@ async fn session(
         let watch_options = WatchOptions::new()
             .with_range(range.end.clone())
             .with_start_revision(start_revision)
-            .with_progress_notify();
+            .with_progress_notify()
+            .with_fragment();
         let opened = tokio::time::timeout(
             REQUEST_TIMEOUT,
             watch_client.watch(range.start.clone(), Some(watch_options)),
@@ -739,6 +746,8 @@ async fn session(
         };
         tracing::debug!(start_revision, "etcd watch opened");
 
+        // Events of a fragmented response, held until its last fragment.
+        let mut fragments: Vec<KvEvent> = Vec::new();
         loop {
             let response = match stream.message().await {
                 Ok(Some(response)) => response,
@@ -774,7 +783,7 @@ async fn session(
                 continue;
             }
 
-            let events = match convert_events(&response) {
+            let mut events = match convert_events(&response) {
                 Ok(events) => events,
                 Err(event_type) => {
                     // An event we cannot apply: what else changed is
@@ -785,6 +794,16 @@ async fn session(
                     )));
                 }
             };
+            if response.0.fragment {
+                // Not the last fragment: apply the response as one batch
+                // when it is whole, so the zone never shows half of it.
+                fragments.append(&mut events);
+                continue;
+            }
+            if !fragments.is_empty() {
+                fragments.append(&mut events);
+                events = std::mem::take(&mut fragments);
+            }
             state.after_cancel = false;
             state.backoff.reset();
             match events.last() {

@@ -1320,7 +1320,7 @@ async fn hostile_etcd_keys_and_values_are_skipped_or_named_as_documented() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the watch client keeps tonic's 4 MiB decoding limit; the catch-up response never decodes and the watch reconnects forever (issue 6 hostile report)"]
+
 async fn large_values_written_during_an_outage_do_not_wedge_the_watch() {
     // Four values near etcd's 1.5 MiB request limit, written while rpcdns
     // is cut off: on reconnect the watch resumes from before them, and etcd
