@@ -67,8 +67,10 @@ impl Watcher {
                     log_change(&change);
                     if self.status.record_skip(&key, reason.as_str(), mod_revision) {
                         self.metrics.skipped_key(reason);
+                        // Control characters escaped: a key cannot forge
+                        // a log line.
                         tracing::warn!(
-                            key = %String::from_utf8_lossy(&key),
+                            key = %String::from_utf8_lossy(&key).escape_debug(),
                             reason = reason.as_str(),
                             "skipping etcd key: {reason}"
                         );
@@ -113,7 +115,7 @@ impl SyncSink for Watcher {
                     if !known.contains(&(entry.key.clone(), entry.reason)) {
                         self.metrics.skipped_key(reason);
                         tracing::warn!(
-                            key = %entry.key,
+                            key = %entry.key.escape_debug(),
                             reason = entry.reason,
                             "skipping etcd key: {reason}"
                         );
