@@ -342,7 +342,12 @@ pub fn respond(
         match &answer {
             Answer::Set { rrs, rotation, .. } if partial => {
                 let budget = limit.saturating_sub(base);
-                let (first, second, count) = rrs.rotated_within(*rotation, budget);
+                // Each query starts where a full message from the previous
+                // one would end, so successive queries cover the whole set
+                // in about count / per queries rather than count.
+                let per = rrs.count_within(budget).max(1);
+                let start = rotation.wrapping_mul(per);
+                let (first, second, count) = rrs.rotated_within(start, budget);
                 out.extend_from_slice(first);
                 out.extend_from_slice(second);
                 answer_count = count;
@@ -429,14 +434,14 @@ fn choose(lookup: Lookup<'_>, qtype: u16) -> Answer<'_> {
             }
             Answer::Set {
                 rrs,
-                rotation: service.next_rotation(),
+                rotation: service.next_rotation(glue.is_some()),
                 glue,
             }
         }
         Lookup::GrpcService(service) => match qtype {
             SRV | ANY if !service.grpc_srv().is_empty() => Answer::Set {
                 rrs: service.grpc_srv(),
-                rotation: service.next_rotation(),
+                rotation: service.next_rotation(true),
                 glue: Some(service.grpc_glue()),
             },
             _ => Answer::NoData,

@@ -177,6 +177,11 @@ impl WireRrs {
         )
     }
 
+    /// How many records, from the first, fit in `budget` octets.
+    pub fn count_within(&self, budget: usize) -> usize {
+        self.last_fitting(0, self.starts.len(), budget)
+    }
+
     /// Where record `i` starts; `count()` gives the end of the last one.
     fn start(&self, i: usize) -> usize {
         self.starts.get(i).map_or(self.bytes.len(), |&s| s as usize)
@@ -344,8 +349,11 @@ pub struct Service {
     grpc_srv: WireRrs,
     /// Glue for `grpc_srv`.
     grpc_glue: WireRrs,
-    /// Rotates the order of address and SRV records between responses.
-    rotation: AtomicUsize,
+    /// Rotates the order of records between responses: one counter for
+    /// the address sets and one for the SRV sets, so that queries of one
+    /// kind advance through its records without gaps left by the other
+    /// (which matters when a set is cut to what fits in a message).
+    rotation: [AtomicUsize; 2],
 }
 
 impl Service {
@@ -388,11 +396,12 @@ impl Service {
         self.instances.get(index as usize)
     }
 
-    /// The next rotation offset; each call advances it.
-    pub fn next_rotation(&self) -> usize {
+    /// The next rotation offset of the address sets (`srv` false) or of
+    /// the SRV sets; each call advances it.
+    pub fn next_rotation(&self, srv: bool) -> usize {
         // Relaxed: the counter only spreads load, no other memory depends
         // on its value.
-        self.rotation.fetch_add(1, Ordering::Relaxed)
+        self.rotation[usize::from(srv)].fetch_add(1, Ordering::Relaxed)
     }
 
     /// Labels by instance index, for `/debug/zone`.
@@ -920,7 +929,7 @@ impl ZoneWriter {
             glue: glue.finish(),
             grpc_srv: grpc_srv.finish(),
             grpc_glue: grpc_glue.finish(),
-            rotation: AtomicUsize::new(0),
+            rotation: [AtomicUsize::new(0), AtomicUsize::new(0)],
         }
     }
 }
