@@ -87,6 +87,7 @@ async fn serve_with(
         .header_read_timeout(header_read_timeout)
         .keep_alive(true);
     let mut connections = JoinSet::new();
+    let mut accept_failing = false;
 
     loop {
         tokio::select! {
@@ -96,6 +97,7 @@ async fn serve_with(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    accept_failing = false;
                     let conn = builder.serve_connection(
                         TokioIo::new(stream),
                         service_fn({
@@ -124,7 +126,14 @@ async fn serve_with(
                     });
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "admin http accept failed; retrying");
+                    // Once per run of failures (out of descriptors), not
+                    // every 50 ms.
+                    if accept_failing {
+                        tracing::debug!(%error, "admin http accept failed; retrying");
+                    } else {
+                        tracing::warn!(%error, "admin http accept failed; retrying");
+                        accept_failing = true;
+                    }
                     tokio::select! {
                         () = shutdown.cancelled() => break,
                         () = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => {}

@@ -138,6 +138,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         http,
         log: LogConfig { .. },
     } = config;
+    raise_open_file_limit();
     let listeners = Listeners::bind(&dns, &http).await?;
     let shutdown = CancellationToken::new();
     let signal_token = shutdown.clone();
@@ -150,6 +151,46 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     shutdown.cancel();
     signals.abort();
     result
+}
+
+/// Raises the soft limit of open files to the hard limit, as servers that
+/// hold a descriptor per client do (and Go's runtime does for every
+/// program): a shell's `ulimit -n 1024` would otherwise leave new TCP and
+/// HTTP connections waiting for a descriptor long before the 4,096 TCP
+/// connections rpcdns serves at once. Warns when even the hard limit is
+/// too low for that.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads one rlimit from the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            limit.rlim_cur = before;
+        }
+    }
+    // The TCP connections, plus sockets, etcd, HTTP and some slack.
+    let wanted = (crate::tcp::MAX_CONNECTIONS + 256) as libc::rlim_t;
+    if limit.rlim_cur < wanted {
+        tracing::warn!(
+            limit = limit.rlim_cur,
+            wanted,
+            "the open-file limit is low: new TCP and HTTP connections will wait when it is reached; raise LimitNOFILE / ulimit -n"
+        );
+    } else if before != limit.rlim_cur {
+        tracing::debug!(
+            from = before,
+            to = limit.rlim_cur,
+            "raised the open-file limit"
+        );
+    }
 }
 
 /// Runs everything on already-bound listeners until `shutdown` is

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::answer::{self, MAX_MESSAGE, Outcome, rcode};
 use crate::dns::DnsHandler;
@@ -46,18 +46,30 @@ pub async fn serve(
 ) -> io::Result<()> {
     let tracker = TaskTracker::new();
     let open = Arc::new(AtomicUsize::new(0));
+    // Accept failures (out of descriptors) come in runs: the first of a
+    // run is a warning, the rest debug, and the end of the run is logged.
+    let mut failing = false;
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    warn!(%error, "tcp accept failed");
+                    if failing {
+                        debug!(%error, "tcp accept failed");
+                    } else {
+                        warn!(%error, "tcp accept failed; new connections wait until it works again");
+                        failing = true;
+                    }
                     tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                     continue;
                 }
             },
         };
+        if failing {
+            info!("tcp accept works again");
+            failing = false;
+        }
         if open.load(Ordering::Acquire) >= MAX_CONNECTIONS {
             debug!(%peer, "too many tcp connections; closing the new one");
             continue;

@@ -434,15 +434,22 @@ impl Rpcdns {
 
     /// Starts rpcdns with exactly `args`.
     pub fn spawn(args: &[String]) -> Rpcdns {
-        let mut child = Command::new(rpcdns_bin())
+        Self::spawn_with(args, |_| {})
+    }
+
+    /// Starts rpcdns with exactly `args`, after `configure` has had its say
+    /// on the command (resource limits, environment).
+    pub fn spawn_with(args: &[String], configure: impl FnOnce(&mut Command)) -> Rpcdns {
+        let mut command = Command::new(rpcdns_bin());
+        command
             .args(args)
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn rpcdns");
+            .stderr(Stdio::piped());
+        configure(&mut command);
+        let mut child = command.spawn().expect("spawn rpcdns");
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("piped stderr");
         let stdout = child.stdout.take().expect("piped stdout");

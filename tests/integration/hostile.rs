@@ -942,8 +942,87 @@ async fn idle_tcp_connections_up_to_the_cap_and_beyond() {
     );
 }
 
+/// rpcdns raises its soft open-file limit to the hard one at start (a
+/// shell's `ulimit -n 1024` would otherwise stall new TCP connections long
+/// before the 4,096 cap), and warns when even the hard limit is too low.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_file_limit_is_raised_at_start_and_a_low_one_is_reported() {
+    use std::os::unix::process::CommandExt;
+    let etcd = Etcd::start();
+    let args = |etcd: &Etcd| -> Vec<String> {
+        [
+            "--etcd",
+            &etcd.endpoint(),
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let with_nofile = |soft: u64, hard: Option<u64>| {
+        move |command: &mut std::process::Command| {
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let mut limit = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    limit.rlim_cur = soft;
+                    if let Some(hard) = hard {
+                        limit.rlim_max = hard;
+                    }
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+    };
+    let open_files = |pid: u32| -> (String, String) {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("Max open files line")
+            .to_string();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields[3].to_string(), fields[4].to_string())
+    };
+
+    // Soft 256, hard as ours (at least 4,352 where the suite runs): raised.
+    let raised = Rpcdns::spawn_with(&args(&etcd), with_nofile(256, None));
+    let (soft, hard) = open_files(raised.pid());
+    assert_eq!(soft, hard, "soft limit raised to the hard one");
+    assert_ne!(soft, "256");
+    assert!(
+        !raised.log().contains("open-file limit is low"),
+        "{}",
+        raised.log()
+    );
+    drop(raised);
+
+    // Hard 1,024: nothing to raise to; one warning says so.
+    let low = Rpcdns::spawn_with(&args(&etcd), with_nofile(512, Some(1024)));
+    let (soft, hard) = open_files(low.pid());
+    assert_eq!((soft.as_str(), hard.as_str()), ("1024", "1024"));
+    assert_eq!(
+        low.log().matches("open-file limit is low").count(),
+        1,
+        "{}",
+        low.log()
+    );
+}
+
 /// Below the cap, the process's own descriptor limit can run out first
-/// (a shell's `ulimit -n 1024`; rpcdns does not raise its soft limit).
+/// (a hard limit below 4,096, here set with prlimit after the start).
 /// Then accept fails and new connections (DNS over TCP, and HTTP: the
 /// health probes) wait in the listen backlog; UDP and the connections
 /// already open go on, and once descriptors are free again the waiting
@@ -1004,10 +1083,30 @@ async fn running_out_of_descriptors_before_the_cap_stalls_only_new_tcp_connectio
         (code, _) => Err(format!("/healthz {code}")),
     });
     assert!(env.rpcdns.try_exit().is_none(), "rpcdns exited");
-    let warnings = env.rpcdns.log().matches("tcp accept failed").count();
+    // One warning for the run of failures, not one per retry, and a line
+    // when accept works again.
+    let log = env.rpcdns.log();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("tcp accept failed"))
+        .count();
     eprintln!(
         "descriptors exhausted after {answered} connections; /healthz meanwhile {http_meanwhile:?}; {warnings} accept warnings"
     );
+    assert_eq!(
+        warnings, 1,
+        "one warning per run of accept failures:\n{log}"
+    );
+    eventually(SLOW, || {
+        match log_has(&env.rpcdns, "tcp accept works again") {
+            true => Ok(()),
+            false => Err("no 'tcp accept works again' line".into()),
+        }
+    });
+}
+
+fn log_has(rpcdns: &Rpcdns, text: &str) -> bool {
+    rpcdns.log().contains(text)
 }
 
 // ----------------------------------------------------------------------------
