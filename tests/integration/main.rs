@@ -11,5 +11,6 @@ mod harness;
 mod lifecycle;
 mod metrics;
 mod security;
+mod soak;
 mod sync;
 mod transport;
