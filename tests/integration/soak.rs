@@ -1775,3 +1775,36 @@ async fn soak_queries_and_churn_stay_right_and_flat() {
     drop(kept_regs);
     drop(churn);
 }
+
+// ----------------------------------------------------------------------------
+// The flatness criterion itself
+// ----------------------------------------------------------------------------
+
+/// `flat` passes a noisy but level series and fails a slow leak, a step up
+/// late in the run, and one descriptor more per minute.
+#[test]
+fn flatness_criterion_catches_growth() {
+    let series = |rss: &dyn Fn(f64) -> u64, fds: &dyn Fn(f64) -> usize| -> Vec<Sample> {
+        (0..900)
+            .map(|i| {
+                let at = f64::from(i) * 2.0;
+                Sample {
+                    at,
+                    rss_kib: rss(at),
+                    fds: fds(at),
+                }
+            })
+            .collect()
+    };
+    let level = series(&|t| 18_000 + ((t as u64 * 7919) % 700), &|t| {
+        17 + (t as usize) % 2
+    });
+    flat(&level, 60.0).unwrap_or_else(|e| panic!("a level series failed: {e}"));
+    // 100 KiB a minute: 2.9 MiB over the 29 minutes after warm-up.
+    let leak = series(&|t| 18_000 + (t * 100.0 / 60.0) as u64, &|_| 17);
+    assert!(flat(&leak, 60.0).is_err(), "a 100 KiB/min leak passed");
+    let step = series(&|t| if t > 1500.0 { 21_000 } else { 18_000 }, &|_| 17);
+    assert!(flat(&step, 60.0).is_err(), "a 3 MiB step passed");
+    let fd_leak = series(&|_| 18_000, &|t| 17 + (t / 60.0) as usize);
+    assert!(flat(&fd_leak, 60.0).is_err(), "one FD more a minute passed");
+}
