@@ -1750,9 +1750,13 @@ async fn soak_queries_and_churn_stay_right_and_flat() {
         st.timeouts_tcp.load(Ordering::Relaxed),
         failures.join("\n")
     );
-    // UDP on loopback loses nothing here: at most two datagrams are in
-    // flight towards rpcdns's 4 MiB socket buffers, so a missing UDP answer
-    // is rpcdns's fault, as a missing TCP answer is.
+    // No timeout is allowed on UDP either. Loopback has no wire to lose a
+    // datagram on; the kernel drops one only when a socket's receive buffer
+    // (or the per-CPU backlog of 1000 packets) is full. Each UDP client
+    // here has one query in flight, so at most two queries of under 100
+    // octets sit in rpcdns's buffers (4 MiB asked for, 208 KiB at the
+    // least), and each client reads its one reply. A missing UDP answer is
+    // therefore rpcdns's doing, as a missing TCP answer is.
     assert_eq!(
         st.timeouts_udp.load(Ordering::Relaxed) + st.timeouts_tcp.load(Ordering::Relaxed),
         0
