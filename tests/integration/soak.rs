@@ -1248,6 +1248,34 @@ fn cpu_seconds(pid: &str) -> f64 {
     ticks / (hz.max(1) as f64)
 }
 
+/// Kernel drop counters of this network namespace (every process in it,
+/// not only rpcdns): packets dropped because a CPU's backlog was full
+/// (/proc/net/softnet_stat, 2nd column) and UDP datagrams dropped because
+/// a receive buffer was full (RcvbufErrors in /proc/net/snmp). Printed so
+/// that a UDP timeout can be told apart from a kernel drop.
+fn kernel_drops() -> (u64, u64) {
+    let backlog = std::fs::read_to_string("/proc/net/softnet_stat")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .sum();
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let udp: Vec<Vec<&str>> = snmp
+        .lines()
+        .filter(|l| l.starts_with("Udp:"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let rcvbuf = match udp.as_slice() {
+        [names, values] => names
+            .iter()
+            .position(|n| *n == "RcvbufErrors")
+            .and_then(|i| values.get(i)?.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    };
+    (backlog, rcvbuf)
+}
+
 /// Least-squares slope of `y` over `x`.
 fn slope(points: &[(f64, f64)]) -> f64 {
     let n = points.len() as f64;
@@ -1551,6 +1579,7 @@ async fn soak_queries_and_churn_stay_right_and_flat() {
 
     let idle_fds = env.rpcdns.open_fds().expect("open fds before load");
     let cpu_before = cpu_seconds(&pid);
+    let drops_before = kernel_drops();
     let own_cpu_before = cpu_seconds("self");
 
     let threads: Vec<_> = CLIENT_SHARES
@@ -1617,6 +1646,11 @@ async fn soak_queries_and_churn_stay_right_and_flat() {
     }
     let cpu = cpu_seconds(&pid) - cpu_before;
     let own_cpu = cpu_seconds("self") - own_cpu_before;
+    let drops_after = kernel_drops();
+    let drops = (
+        drops_after.0.saturating_sub(drops_before.0),
+        drops_after.1.saturating_sub(drops_before.1),
+    );
 
     // Leave what is held as it is (long leases kept alive), let the short
     // ones expire; then etcd and DNS must agree exactly.
@@ -1715,7 +1749,7 @@ async fn soak_queries_and_churn_stay_right_and_flat() {
         }
     );
     println!(
-        "soak summary: {load_secs:.0} s at {qps:.0} q/s: queries sent {} (udp {}, tcp {}), answers checked {}, wrong {}, missing {} (excused by lapsed leases {missing_excused}), timeouts udp {} tcp {}; churn ops {} (registered {}, revoked {}, left to expire {}, restarts {}, leases lapsed unasked {}); worst staleness {:.1} ms over {} stale-but-allowed answers; max latency {:.1} ms; RSS KiB start {} end {end_rss} max {}; FDs idle {idle_fds} start {} end {end_fds} max {}; CPU s rpcdns {cpu:.1} test {own_cpu:.1}; converged in {:.2} s; wall {:.0} s",
+        "soak summary: {load_secs:.0} s at {qps:.0} q/s: queries sent {} (udp {}, tcp {}), answers checked {}, wrong {}, missing {} (excused by lapsed leases {missing_excused}), timeouts udp {} tcp {} (kernel drops meanwhile, whole host: backlog {}, UDP receive buffers {}); churn ops {} (registered {}, revoked {}, left to expire {}, restarts {}, leases lapsed unasked {}); worst staleness {:.1} ms over {} stale-but-allowed answers; max latency {:.1} ms; RSS KiB start {} end {end_rss} max {}; FDs idle {idle_fds} start {} end {end_fds} max {}; CPU s rpcdns {cpu:.1} test {own_cpu:.1}; converged in {:.2} s; wall {:.0} s",
         st.sent.load(Ordering::Relaxed),
         st.udp.load(Ordering::Relaxed),
         st.tcp.load(Ordering::Relaxed),
@@ -1724,6 +1758,8 @@ async fn soak_queries_and_churn_stay_right_and_flat() {
         missing,
         st.timeouts_udp.load(Ordering::Relaxed),
         st.timeouts_tcp.load(Ordering::Relaxed),
+        drops.0,
+        drops.1,
         c.registered + c.revoked + c.left_to_expire,
         c.registered,
         c.revoked,
@@ -1744,15 +1780,18 @@ async fn soak_queries_and_churn_stay_right_and_flat() {
     let failures = shared.failures.lock().expect("failures lock").clone();
     assert!(
         failures.is_empty(),
-        "{} wrong, {missing} missing, {} + {} timeouts (udp + tcp); first ones:\n{}",
+        "{} wrong, {missing} missing, {} + {} timeouts (udp + tcp; kernel drops on the host meanwhile: backlog {}, UDP receive buffers {}); first ones:\n{}",
         st.wrong.load(Ordering::Relaxed),
         st.timeouts_udp.load(Ordering::Relaxed),
         st.timeouts_tcp.load(Ordering::Relaxed),
+        drops.0,
+        drops.1,
         failures.join("\n")
     );
     // No timeout is allowed on UDP either. Loopback has no wire to lose a
     // datagram on; the kernel drops one only when a socket's receive buffer
-    // (or the per-CPU backlog of 1000 packets) is full. Each UDP client
+    // (or a CPU's backlog of 1000 packets, shared with the whole host: the
+    // summary prints its drop counter) is full. Each UDP client
     // here has one query in flight, so at most two queries of under 100
     // octets sit in rpcdns's buffers (4 MiB asked for, 208 KiB at the
     // least), and each client reads its one reply. A missing UDP answer is
