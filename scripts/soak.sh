@@ -70,7 +70,8 @@ RPCDNS_SOAK_SECS="$secs" RPCDNS_SOAK_QPS="$qps" \
     --nocapture --test-threads 1 2>&1 | tee "$log" || status=$?
 
 printf '\n==> soak figures\n'
-grep -E '^soak( summary)?: ' "$log" | grep -v -E 'samples: \[' || true
+# The end figures, without the per-minute progress and the sample lists.
+grep -E '^soak( summary)?: ' "$log" | grep -v -E '^soak: [0-9]+ s: |samples: \[' || true
 if [ "$status" -eq 0 ]; then
     printf '==> soak passed (log: %s)\n' "$log"
 else

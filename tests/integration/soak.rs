@@ -1531,6 +1531,10 @@ async fn soak_queries_and_churn_stay_right_and_flat() {
     // Warm-up: allocator arenas, caches and the first connections settle.
     let warmup = (secs as f64 / 6.0).min(60.0);
     let wall = Instant::now();
+    // On a line of its own: cargo's "test ... " prefix lands on this one.
+    println!(
+        "soak: {secs} s at {qps:.0} queries/s, samples every {SAMPLE_EVERY:?}, {warmup:.0} s warm-up"
+    );
 
     let env = TestEnv::start(&[]).await;
     let dns = env.dns();
