@@ -16,5 +16,6 @@ mod hostile;
 mod lifecycle;
 mod metrics;
 mod security;
+mod soak;
 mod sync;
 mod transport;
