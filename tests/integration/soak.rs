@@ -229,6 +229,7 @@ struct Stats {
     max_stale_us: AtomicU64,
     stale_answers: AtomicU64,
     max_serial: AtomicU32,
+    tc_retries: AtomicU64,
 }
 
 struct Shared {
@@ -794,6 +795,8 @@ struct QueryClient {
     udp: Option<UdpSocket>,
     tcp: Option<TcpStream>,
     next_id: u16,
+    /// Truncated UDP answers asked again over TCP.
+    tc_retries: u64,
 }
 
 impl QueryClient {
@@ -804,6 +807,7 @@ impl QueryClient {
             udp: None,
             tcp: None,
             next_id: rand::random(),
+            tc_retries: 0,
         }
     }
 
@@ -851,9 +855,23 @@ impl QueryClient {
                     let msg = Message::from_vec(&buf[..n])
                         .map_err(|e| format!("undecodable reply: {e}"))?;
                     // A late reply to an earlier, timed-out query: skip it.
-                    if msg.metadata.id == id {
-                        return Ok(msg);
+                    if msg.metadata.id != id {
+                        continue;
                     }
+                    // TC with no records (anything else is checked as
+                    // wrong): ask again over TCP, as every client does.
+                    // SRV of a churning service without EDNS can exceed
+                    // 512 octets (full SRV targets, up to 8 instances).
+                    if msg.metadata.truncation && msg.answers.is_empty() {
+                        self.tc_retries += 1;
+                        let kept = self.tcp.take();
+                        let retried = self.tcp_try(&[(id, bytes.to_vec())]);
+                        self.tcp = kept;
+                        return retried.and_then(|mut replies| {
+                            replies.pop().ok_or_else(|| "no TCP reply".to_string())
+                        });
+                    }
+                    return Ok(msg);
                 }
                 Ok(_) => {}
                 Err(e)
@@ -979,6 +997,10 @@ fn run_client(kind: Via, rate: f64, dns: SocketAddr, shared: Arc<Shared>) {
             }
         }
     }
+    shared
+        .stats
+        .tc_retries
+        .fetch_add(client.tc_retries, Ordering::Relaxed);
 }
 
 // ----------------------------------------------------------------------------
@@ -1498,12 +1520,14 @@ async fn agrees(client: &Client, dns: SocketAddr, gone: &[String]) -> Result<(),
     Ok(())
 }
 
-/// The end check: within `within`, DNS and etcd agree exactly (see
-/// `agrees`). `gone` lists names (services and instances) that existed
-/// during the soak: each must be NXDOMAIN unless etcd still has it.
-/// Kept apart so that the shared `converge::converge` can replace it.
+/// The end check: within `within`, DNS and etcd agree exactly — by the
+/// shared convergence checker (`converge::converge`, every name of every
+/// service), then by `agrees` (both transports, and the SOA serial equal
+/// to etcd's revision). `gone` lists names (services and instances) that
+/// existed during the soak: each must be NXDOMAIN unless etcd still has it.
 async fn final_check(client: &Client, dns: SocketAddr, gone: &[String], within: Duration) {
     let deadline = Instant::now() + within;
+    crate::converge::converge(client, dns, gone, within).await;
     loop {
         match agrees(client, dns, gone).await {
             Ok(()) => return,
@@ -1753,10 +1777,11 @@ async fn soak_queries_and_churn_stay_right_and_flat() {
         }
     );
     println!(
-        "soak summary: {load_secs:.0} s at {qps:.0} q/s: queries sent {} (udp {}, tcp {}), answers checked {}, wrong {}, missing {} (excused by lapsed leases {missing_excused}), timeouts udp {} tcp {} (kernel drops meanwhile, whole host: backlog {}, UDP receive buffers {}); churn ops {} (registered {}, revoked {}, left to expire {}, restarts {}, leases lapsed unasked {}); worst staleness {:.1} ms over {} stale-but-allowed answers; max latency {:.1} ms; RSS KiB start {} end {end_rss} max {}; FDs idle {idle_fds} start {} end {end_fds} max {}; CPU s rpcdns {cpu:.1} test {own_cpu:.1}; converged in {:.2} s; wall {:.0} s",
+        "soak summary: {load_secs:.0} s at {qps:.0} q/s: queries sent {} (udp {}, tcp {}; truncated UDP answers retried over TCP {}), answers checked {}, wrong {}, missing {} (excused by lapsed leases {missing_excused}), timeouts udp {} tcp {} (kernel drops meanwhile, whole host: backlog {}, UDP receive buffers {}); churn ops {} (registered {}, revoked {}, left to expire {}, restarts {}, leases lapsed unasked {}); worst staleness {:.1} ms over {} stale-but-allowed answers; max latency {:.1} ms; RSS KiB start {} end {end_rss} max {}; FDs idle {idle_fds} start {} end {end_fds} max {}; CPU s rpcdns {cpu:.1} test {own_cpu:.1}; converged in {:.2} s; wall {:.0} s",
         st.sent.load(Ordering::Relaxed),
         st.udp.load(Ordering::Relaxed),
         st.tcp.load(Ordering::Relaxed),
+        st.tc_retries.load(Ordering::Relaxed),
         st.checked.load(Ordering::Relaxed),
         st.wrong.load(Ordering::Relaxed),
         missing,
