@@ -18,11 +18,11 @@ use std::sync::Arc;
 use hickory_proto::op::{Edns, Header, Message, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Record, RecordType};
 // `to_bytes` on names comes from BinEncodable.
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use tracing::{debug, warn};
 
 use crate::answer::{self, CLASSIC_UDP_PAYLOAD, EdnsQuery, MAX_MESSAGE, Outcome, Question};
@@ -266,7 +266,21 @@ impl RequestHandler for DnsHandler {
         let edns = self.response_edns(request);
         let mut metadata = Metadata::response_from_request(&request.metadata);
 
-        let outcome = if request.metadata.op_code != OpCode::Query {
+        // The question section goes back as the client sent it, byte for
+        // byte; a name compressed into the header would point at our
+        // header in the response and read as something else (or not at
+        // all): such a question is not echoed, and gets FORMERR.
+        let echoable = !points_into_header(request.queries.as_bytes(), request.queries.len());
+        // Reading zero questions from nothing cannot fail.
+        let no_queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok();
+        let queries = match &no_queries {
+            Some(none) if !echoable => none,
+            _ => &request.queries,
+        };
+
+        let outcome = if !echoable {
+            Err(ResponseCode::FormErr)
+        } else if request.metadata.op_code != OpCode::Query {
             // RFC 1035 §4.1.1: NOTIMP for a kind of query we do not support.
             Err(ResponseCode::NotImp)
         } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
@@ -314,7 +328,7 @@ impl RequestHandler for DnsHandler {
             ),
             None => empty,
         };
-        let mut builder = MessageResponseBuilder::new(&request.queries, None);
+        let mut builder = MessageResponseBuilder::new(queries, None);
         if let Some(edns) = &edns {
             builder.edns(edns);
         }
@@ -341,6 +355,39 @@ impl RequestHandler for DnsHandler {
             }
         }
     }
+}
+
+/// Whether the `count` questions in `section` (as hickory read them, so
+/// well-formed) use a compression pointer into the 12-octet header: the
+/// only place a question can point to that is not copied unchanged into
+/// the response (RFC 1035 §4.1.4 pointers are offsets from the message
+/// start, and the question section starts at 12 in both).
+fn points_into_header(section: &[u8], count: usize) -> bool {
+    let mut at = 0;
+    for _ in 0..count {
+        loop {
+            let Some(&len) = section.get(at) else {
+                return false;
+            };
+            if len & 0xC0 == 0xC0 {
+                let low = section.get(at + 1).copied().unwrap_or(0);
+                let target = usize::from(u16::from_be_bytes([len & 0x3F, low]));
+                if target < answer::HEADER_LEN {
+                    return true;
+                }
+                at += 2;
+                break;
+            }
+            at += 1;
+            if len == 0 {
+                break;
+            }
+            at += usize::from(len);
+        }
+        // Type and class.
+        at += 4;
+    }
+    false
 }
 
 /// A [`ResponseHandler`] that encodes the response into a buffer instead
@@ -612,6 +659,29 @@ mod tests {
         let response = full_path(&handler, &outside_query(Some(1232))).await;
         assert!(!response.metadata.truncation);
         assert_eq!(response.answers.len(), 40);
+    }
+
+    /// Found by fuzzing (request_path): a question whose name is a
+    /// pointer into the header (`c0 02`: offset 2, the flags) was echoed
+    /// as is; in the response the flags differ (0x81...), so the echoed
+    /// name read as an unknown label type and the REFUSED response did not
+    /// parse. Such a question now gets FORMERR without an echo.
+    #[tokio::test]
+    async fn a_question_compressed_into_the_header_gets_formerr() {
+        let handler = DnsHandler::new(zone(), 1232);
+        let packet = [
+            0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x02, 0, 1, 0, 1,
+        ];
+        let response = full_path(&handler, &packet).await;
+        assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
+        assert_eq!(response.metadata.id, 0x1234);
+        assert!(response.queries.is_empty(), "{:?}", response.queries);
+        // A pointer within the question section is echoed as before.
+        assert!(!points_into_header(
+            &[1, b'a', 0, 0, 1, 0, 1, 0xc0, 12, 0, 1, 0, 1],
+            2
+        ));
+        assert!(points_into_header(&[1, b'a', 0xc0, 11, 0, 1, 0, 1], 1));
     }
 
     #[tokio::test]
