@@ -198,13 +198,16 @@ impl DnsHandler {
     }
 }
 
-/// How many octets the response would take, encoded without a limit.
-fn encoded_len(
+/// Whether the response fits in `limit` octets: encoded as
+/// [`CaptureResponse`] will encode it, with nothing cut (hickory's encoder
+/// sets TC and drops records when it reaches the limit).
+fn fits(
     request: &Request,
     edns: Option<&Edns>,
     metadata: Metadata,
     sections: [&[Record]; 3],
-) -> Option<usize> {
+    limit: usize,
+) -> bool {
     let mut builder = MessageResponseBuilder::new(&request.queries, None);
     if let Some(edns) = edns {
         builder.edns(edns);
@@ -219,17 +222,21 @@ fn encoded_len(
     );
     let mut bytes = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut bytes);
-    response.destructive_emit(&mut encoder).ok()?;
-    Some(bytes.len())
+    encoder.set_max_size(u16::try_from(limit).unwrap_or(u16::MAX));
+    let cut = match response.destructive_emit(&mut encoder) {
+        Ok(info) => info.truncation,
+        Err(_) => true,
+    };
+    !cut && bytes.len() <= limit
 }
 
-/// Fits a forwarded answer into `limit` octets as RFC 2181 §9 asks: the
+/// Fits an answer (ours or forwarded) into `limit` octets as RFC 2181 §9 asks: the
 /// additional section goes first, without TC ("the TC bit should not be
 /// set merely because some extra information could have been included");
 /// when the answer and authority sections still do not fit, TC is set and
 /// no records are sent, never a partial RRset, so the client retries over
 /// TCP. A truncated upstream answer is relayed the same way: TC, no records.
-fn fit_forwarded<'m>(
+fn fit_response<'m>(
     request: &Request,
     edns: Option<&Edns>,
     metadata: &mut Metadata,
@@ -245,11 +252,11 @@ fn fit_forwarded<'m>(
     if metadata.truncation {
         return empty;
     }
-    if encoded_len(request, edns, *metadata, full).is_some_and(|len| len <= limit) {
+    if fits(request, edns, *metadata, full, limit) {
         return full;
     }
     let no_glue = [full[0], full[1], &[]];
-    if encoded_len(request, edns, *metadata, no_glue).is_some_and(|len| len <= limit) {
+    if fits(request, edns, *metadata, no_glue, limit) {
         return no_glue;
     }
     metadata.truncation = true;
@@ -292,7 +299,6 @@ impl RequestHandler for DnsHandler {
         };
 
         let empty: [&[Record]; 3] = [&[], &[], &[]];
-        let mut forwarded = false;
         let message = match outcome {
             Ok(Resolution::Local(message)) => {
                 metadata.response_code = message.metadata.response_code;
@@ -302,24 +308,18 @@ impl RequestHandler for DnsHandler {
             }
             // The guard on the snapshot is gone by now: the wait for an
             // upstream holds nothing.
-            Ok(Resolution::Outside) => {
-                forwarded = true;
-                self.forward(request, &mut metadata).await
-            }
+            Ok(Resolution::Outside) => self.forward(request, &mut metadata).await,
             Err(code) => {
                 metadata.response_code = code;
                 None
             }
         };
         let [answers, authorities, additionals] = match &message {
-            // Our own answers already fit the limit (answer::respond); a
-            // forwarded one is fitted here.
-            Some(m) if !forwarded => [
-                m.answers.as_slice(),
-                m.authorities.as_slice(),
-                m.additionals.as_slice(),
-            ],
-            Some(m) => fit_forwarded(
+            // Our own answers fit the limit as answer::respond encodes
+            // them, but hickory encodes them again, larger (it does not
+            // compress SRV targets, nor always owners against a long
+            // question): fitted here too, like a forwarded one.
+            Some(m) => fit_response(
                 request,
                 edns.as_ref(),
                 &mut metadata,
@@ -659,6 +659,59 @@ mod tests {
         let response = full_path(&handler, &outside_query(Some(1232))).await;
         assert!(!response.metadata.truncation);
         assert_eq!(response.answers.len(), 40);
+    }
+
+    /// Found by fuzzing (request_path, differential check): the full path
+    /// decodes our wire answer and hickory encodes it again, larger (SRV
+    /// targets uncompressed). `mid.rpc SRV` with EDNS 1232 and 25
+    /// instances fits as the fast path writes it, but hickory's encoder
+    /// cut it at the limit: TC with 21 of the 25 SRV records, a partial
+    /// RRset. Now the full path fits its own answers like forwarded ones:
+    /// glue first, then TC with no records.
+    #[tokio::test]
+    async fn the_full_path_never_sends_a_partial_rrset() {
+        let entries: Vec<(String, String)> = (0..25)
+            .map(|i| {
+                (
+                    format!("mid.rpc/{}", 7_000_000_000_000_000_000u64 + i),
+                    format!("10.6.0.{}:7000", i + 1),
+                )
+            })
+            .collect();
+        let entries: Vec<(&str, &str)> = entries
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let handler = DnsHandler::new(crate::zone::testing::zone(5, 3, &entries), 1232);
+        for payload in [512, 1232] {
+            let mut query = Message::query();
+            query.add_query(Query::query(
+                Name::from_ascii("mid.rpc.svc.local.").unwrap(),
+                RecordType::SRV,
+            ));
+            let mut e = Edns::new();
+            e.set_max_payload(payload);
+            query.edns = Some(e);
+            let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+            let request = Request::from_bytes(query.to_vec().unwrap(), src, Protocol::Udp).unwrap();
+            let capture = CaptureResponse::new(payload);
+            handler
+                .handle_request::<_, TokioTime>(&request, capture.clone())
+                .await;
+            let bytes = capture.take();
+            assert!(
+                bytes.len() <= usize::from(payload),
+                "{payload}: {} octets",
+                bytes.len()
+            );
+            let response = Message::from_vec(&bytes).unwrap();
+            let answers = response.answers.len();
+            if response.metadata.truncation {
+                assert_eq!(answers, 0, "{payload}: TC with a partial RRset");
+            } else {
+                assert_eq!(answers, 25, "{payload}: no TC, so every SRV record");
+            }
+        }
     }
 
     /// Found by fuzzing (request_path): a question whose name is a
