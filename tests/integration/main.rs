@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod deploy;
 mod forward;
+mod fuzz_corpus;
 mod harness;
 mod lifecycle;
 mod metrics;
