@@ -770,24 +770,37 @@ fn check_registration(
     }
     let label = natural.unwrap_or(hashed);
 
-    // Every name made from it is a valid DNS name.
+    // Every name made from it is a valid DNS name: labels of 1..=63
+    // octets, at most 255 octets in wire form, read back as the same
+    // labels. (On the wire, not through `Name::from_ascii`: a label such
+    // as `-` is valid DNS, though not a host name; SPEC §3 allows it.)
     for name in [
-        format!("{service}.{zone}."),
-        format!("_grpc._tcp.{service}.{zone}."),
-        format!("{label}.{service}.{zone}."),
+        format!("{service}.{zone}"),
+        format!("_grpc._tcp.{service}.{zone}"),
+        format!("{label}.{service}.{zone}"),
     ] {
-        let parsed = Name::from_ascii(&name).map_err(|e| format!("name {name}: {e}"))?;
-        let mut wire = Vec::new();
-        {
-            let mut encoder = hickory_proto::serialize::binary::BinEncoder::new(&mut wire);
-            hickory_proto::serialize::binary::BinEncodable::emit(&parsed, &mut encoder)
-                .map_err(|e| format!("name {name}: {e}"))?;
+        let mut wire = Vec::with_capacity(name.len() + 2);
+        for part in name.split('.') {
+            if !(1..=MAX_LABEL_LEN).contains(&part.len()) {
+                return Err(format!(
+                    "name {name}: label {part:?} of {} octets",
+                    part.len()
+                ));
+            }
+            wire.push(part.len() as u8);
+            wire.extend_from_slice(part.as_bytes());
         }
-        if wire.len() > 255 || name.len() - 1 > MAX_NAME_LEN {
+        wire.push(0);
+        if wire.len() > 255 || name.len() > MAX_NAME_LEN {
             return Err(format!("name {name}: {} octets on the wire", wire.len()));
         }
-        if parsed.iter().any(|l| l.len() > MAX_LABEL_LEN) {
-            return Err(format!("name {name}: a label over 63 octets"));
+        let mut decoder = hickory_proto::serialize::binary::BinDecoder::new(&wire);
+        let decoded = <Name as hickory_proto::serialize::binary::BinDecodable>::read(&mut decoder)
+            .map_err(|e| format!("name {name}: wire form does not parse: {e}"))?;
+        let labels: Vec<&[u8]> = decoded.iter().collect();
+        let expected: Vec<&[u8]> = name.split('.').map(str::as_bytes).collect();
+        if labels != expected {
+            return Err(format!("name {name}: wire form reads {decoded}"));
         }
     }
 
