@@ -357,35 +357,51 @@ impl RequestHandler for DnsHandler {
     }
 }
 
-/// Whether the `count` questions in `section` (as hickory read them, so
-/// well-formed) use a compression pointer into the 12-octet header: the
-/// only place a question can point to that is not copied unchanged into
-/// the response (RFC 1035 §4.1.4 pointers are offsets from the message
-/// start, and the question section starts at 12 in both).
+/// Whether a name among the `count` questions in `section` (as hickory
+/// read them) leads, through any chain of compression pointers, into the
+/// 12-octet header: the only part of the query that is not copied
+/// unchanged into the response (RFC 1035 §4.1.4 pointers are offsets from
+/// the message start, and the question section starts at 12 in both).
+/// A pointer may land inside an earlier label's bytes, so the chain is
+/// followed, not just the labels at their boundaries. Anything odd (a
+/// target outside the section, a chain too long) counts as "into the
+/// header": such a question is not echoed.
 fn points_into_header(section: &[u8], count: usize) -> bool {
-    let mut at = 0;
+    let header = answer::HEADER_LEN;
+    let mut next = 0;
     for _ in 0..count {
-        loop {
+        let mut at = next;
+        // Where this question's name ends in place (after its first
+        // pointer, or its root label).
+        let mut end = None;
+        // A name is at most 255 octets, so at most 128 labels; hickory
+        // only lets pointers go backwards, so chains end.
+        for _ in 0..=255 {
             let Some(&len) = section.get(at) else {
-                return false;
+                return true;
             };
             if len & 0xC0 == 0xC0 {
-                let low = section.get(at + 1).copied().unwrap_or(0);
+                let Some(&low) = section.get(at + 1) else {
+                    return true;
+                };
+                end.get_or_insert(at + 2);
                 let target = usize::from(u16::from_be_bytes([len & 0x3F, low]));
-                if target < answer::HEADER_LEN {
+                if target < header || target - header >= section.len() {
                     return true;
                 }
-                at += 2;
+                at = target - header;
+            } else if len == 0 {
+                end.get_or_insert(at + 1);
                 break;
+            } else {
+                at += 1 + usize::from(len);
             }
-            at += 1;
-            if len == 0 {
-                break;
-            }
-            at += usize::from(len);
         }
+        let Some(end) = end else {
+            return true;
+        };
         // Type and class.
-        at += 4;
+        next = end + 4;
     }
     false
 }
@@ -735,6 +751,24 @@ mod tests {
             2
         ));
         assert!(points_into_header(&[1, b'a', 0xc0, 11, 0, 1, 0, 1], 1));
+    }
+
+    /// Found by fuzzing (request_path, 30 M executions in): the same
+    /// header pointer hidden inside an earlier label's bytes. Question 1 is
+    /// the label `c0 02`; question 2 points at that label's content, which
+    /// reads as a pointer to offset 2. Walking labels at their boundaries
+    /// missed it, and the echoed question read differently in the response.
+    #[tokio::test]
+    async fn a_header_pointer_hidden_in_a_label_gets_formerr_too() {
+        let section = [2, 0xc0, 0x02, 0, 0, 1, 0, 1, 0xc0, 13, 0, 1, 0, 1];
+        assert!(points_into_header(&section, 2));
+        assert!(!points_into_header(&section[..8], 1), "question 1 alone");
+        let mut packet = vec![0x12, 0x34, 0x01, 0x00, 0, 2, 0, 0, 0, 0, 0, 0];
+        packet.extend_from_slice(&section);
+        let handler = DnsHandler::new(zone(), 1232);
+        let response = full_path(&handler, &packet).await;
+        assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
+        assert!(response.queries.is_empty(), "{:?}", response.queries);
     }
 
     #[tokio::test]
