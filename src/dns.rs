@@ -18,11 +18,11 @@ use std::sync::Arc;
 use hickory_proto::op::{Edns, Header, Message, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Record, RecordType};
 // `to_bytes` on names comes from BinEncodable.
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use tracing::{debug, warn};
 
 use crate::answer::{self, CLASSIC_UDP_PAYLOAD, EdnsQuery, MAX_MESSAGE, Outcome, Question};
@@ -141,7 +141,10 @@ impl DnsHandler {
 
     /// Checks the header, then answers from the zone.
     fn resolve(&self, request: &Request) -> Result<Resolution, ResponseCode> {
-        if request.metadata.op_code != OpCode::Query {
+        if points_into_header(request.queries.as_bytes(), request.queries.len()) {
+            // Not echoable: see `handle_request`.
+            Err(ResponseCode::FormErr)
+        } else if request.metadata.op_code != OpCode::Query {
             // RFC 1035 §4.1.1: NOTIMP for a kind of query we do not support.
             Err(ResponseCode::NotImp)
         } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
@@ -222,13 +225,16 @@ impl DnsHandler {
     }
 }
 
-/// How many octets the response would take, encoded without a limit.
-fn encoded_len(
+/// Whether the response fits in `limit` octets: encoded as
+/// [`CaptureResponse`] will encode it, with nothing cut (hickory's encoder
+/// sets TC and drops records when it reaches the limit).
+fn fits(
     request: &Request,
     edns: Option<&Edns>,
     metadata: Metadata,
     sections: [&[Record]; 3],
-) -> Option<usize> {
+    limit: usize,
+) -> bool {
     let mut builder = MessageResponseBuilder::new(&request.queries, None);
     if let Some(edns) = edns {
         builder.edns(edns);
@@ -243,17 +249,21 @@ fn encoded_len(
     );
     let mut bytes = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut bytes);
-    response.destructive_emit(&mut encoder).ok()?;
-    Some(bytes.len())
+    encoder.set_max_size(u16::try_from(limit).unwrap_or(u16::MAX));
+    let cut = match response.destructive_emit(&mut encoder) {
+        Ok(info) => info.truncation,
+        Err(_) => true,
+    };
+    !cut && bytes.len() <= limit
 }
 
-/// Fits a forwarded answer into `limit` octets as RFC 2181 §9 asks: the
+/// Fits an answer (ours or forwarded) into `limit` octets as RFC 2181 §9 asks: the
 /// additional section goes first, without TC ("the TC bit should not be
 /// set merely because some extra information could have been included");
 /// when the answer and authority sections still do not fit, TC is set and
 /// no records are sent, never a partial RRset, so the client retries over
 /// TCP. A truncated upstream answer is relayed the same way: TC, no records.
-fn fit_forwarded<'m>(
+fn fit_response<'m>(
     request: &Request,
     edns: Option<&Edns>,
     metadata: &mut Metadata,
@@ -269,11 +279,11 @@ fn fit_forwarded<'m>(
     if metadata.truncation {
         return empty;
     }
-    if encoded_len(request, edns, *metadata, full).is_some_and(|len| len <= limit) {
+    if fits(request, edns, *metadata, full, limit) {
         return full;
     }
     let no_glue = [full[0], full[1], &[]];
-    if encoded_len(request, edns, *metadata, no_glue).is_some_and(|len| len <= limit) {
+    if fits(request, edns, *metadata, no_glue, limit) {
         return no_glue;
     }
     metadata.truncation = true;
@@ -290,10 +300,22 @@ impl RequestHandler for DnsHandler {
         let edns = self.response_edns(request);
         let mut metadata = Metadata::response_from_request(&request.metadata);
 
+        // The question section goes back as the client sent it, byte for
+        // byte; a name compressed into the header would point at our
+        // header in the response and read as something else (or not at
+        // all): such a question is not echoed, and gets FORMERR
+        // (`resolve` says so).
+        let echoable = !points_into_header(request.queries.as_bytes(), request.queries.len());
+        // Reading zero questions from nothing cannot fail.
+        let no_queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok();
+        let queries = match &no_queries {
+            Some(none) if !echoable => none,
+            _ => &request.queries,
+        };
+
         let outcome = self.resolve(request);
 
         let empty: [&[Record]; 3] = [&[], &[], &[]];
-        let mut forwarded = false;
         let message = match outcome {
             Ok(Resolution::Local(wire)) => {
                 let Ok(message) = Message::from_vec(&wire) else {
@@ -310,24 +332,18 @@ impl RequestHandler for DnsHandler {
             }
             // The guard on the snapshot is gone by now: the wait for an
             // upstream holds nothing.
-            Ok(Resolution::Outside) => {
-                forwarded = true;
-                self.forward(request, &mut metadata).await
-            }
+            Ok(Resolution::Outside) => self.forward(request, &mut metadata).await,
             Err(code) => {
                 metadata.response_code = code;
                 None
             }
         };
         let [answers, authorities, additionals] = match &message {
-            // Our own answers already fit the limit (answer::respond); a
-            // forwarded one is fitted here.
-            Some(m) if !forwarded => [
-                m.answers.as_slice(),
-                m.authorities.as_slice(),
-                m.additionals.as_slice(),
-            ],
-            Some(m) => fit_forwarded(
+            // Our own answers fit the limit as answer::respond encodes
+            // them, but hickory encodes them again, larger (it does not
+            // compress SRV targets, nor always owners against a long
+            // question): fitted here too, like a forwarded one.
+            Some(m) => fit_response(
                 request,
                 edns.as_ref(),
                 &mut metadata,
@@ -336,7 +352,7 @@ impl RequestHandler for DnsHandler {
             ),
             None => empty,
         };
-        let mut builder = MessageResponseBuilder::new(&request.queries, None);
+        let mut builder = MessageResponseBuilder::new(queries, None);
         if let Some(edns) = &edns {
             builder.edns(edns);
         }
@@ -363,6 +379,55 @@ impl RequestHandler for DnsHandler {
             }
         }
     }
+}
+
+/// Whether a name among the `count` questions in `section` (as hickory
+/// read them) leads, through any chain of compression pointers, into the
+/// 12-octet header: the only part of the query that is not copied
+/// unchanged into the response (RFC 1035 §4.1.4 pointers are offsets from
+/// the message start, and the question section starts at 12 in both).
+/// A pointer may land inside an earlier label's bytes, so the chain is
+/// followed, not just the labels at their boundaries. Anything odd (a
+/// target outside the section, a chain too long) counts as "into the
+/// header": such a question is not echoed.
+fn points_into_header(section: &[u8], count: usize) -> bool {
+    let header = answer::HEADER_LEN;
+    let mut next = 0;
+    for _ in 0..count {
+        let mut at = next;
+        // Where this question's name ends in place (after its first
+        // pointer, or its root label).
+        let mut end = None;
+        // A name is at most 255 octets, so at most 128 labels; hickory
+        // only lets pointers go backwards, so chains end.
+        for _ in 0..=255 {
+            let Some(&len) = section.get(at) else {
+                return true;
+            };
+            if len & 0xC0 == 0xC0 {
+                let Some(&low) = section.get(at + 1) else {
+                    return true;
+                };
+                end.get_or_insert(at + 2);
+                let target = usize::from(u16::from_be_bytes([len & 0x3F, low]));
+                if target < header || target - header >= section.len() {
+                    return true;
+                }
+                at = target - header;
+            } else if len == 0 {
+                end.get_or_insert(at + 1);
+                break;
+            } else {
+                at += 1 + usize::from(len);
+            }
+        }
+        let Some(end) = end else {
+            return true;
+        };
+        // Type and class.
+        next = end + 4;
+    }
+    false
 }
 
 /// A [`ResponseHandler`] that encodes the response into a buffer instead
@@ -680,6 +745,100 @@ mod tests {
         let response = full_path(&handler, &outside_query(Some(1232))).await;
         assert!(!response.metadata.truncation);
         assert_eq!(response.answers.len(), 40);
+    }
+
+    /// Found by fuzzing (request_path, differential check): the full path
+    /// decodes our wire answer and hickory encodes it again, larger (SRV
+    /// targets uncompressed). `mid.rpc SRV` with EDNS 1232 and 25
+    /// instances fits as the fast path writes it, but hickory's encoder
+    /// cut it at the limit: TC with 21 of the 25 SRV records, a partial
+    /// RRset. Now the full path fits its own answers like forwarded ones:
+    /// glue first, then TC with no records.
+    #[tokio::test]
+    async fn the_full_path_never_sends_a_partial_rrset() {
+        let entries: Vec<(String, String)> = (0..25)
+            .map(|i| {
+                (
+                    format!("mid.rpc/{}", 7_000_000_000_000_000_000u64 + i),
+                    format!("10.6.0.{}:7000", i + 1),
+                )
+            })
+            .collect();
+        let entries: Vec<(&str, &str)> = entries
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let handler = DnsHandler::new(crate::zone::testing::zone(5, 3, &entries), 1232);
+        for payload in [512, 1232] {
+            let mut query = Message::query();
+            query.add_query(Query::query(
+                Name::from_ascii("mid.rpc.svc.local.").unwrap(),
+                RecordType::SRV,
+            ));
+            let mut e = Edns::new();
+            e.set_max_payload(payload);
+            query.edns = Some(e);
+            let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+            let request = Request::from_bytes(query.to_vec().unwrap(), src, Protocol::Udp).unwrap();
+            let capture = CaptureResponse::new(payload);
+            handler
+                .handle_request::<_, TokioTime>(&request, capture.clone())
+                .await;
+            let bytes = capture.take();
+            assert!(
+                bytes.len() <= usize::from(payload),
+                "{payload}: {} octets",
+                bytes.len()
+            );
+            let response = Message::from_vec(&bytes).unwrap();
+            let answers = response.answers.len();
+            if response.metadata.truncation {
+                assert_eq!(answers, 0, "{payload}: TC with a partial RRset");
+            } else {
+                assert_eq!(answers, 25, "{payload}: no TC, so every SRV record");
+            }
+        }
+    }
+
+    /// Found by fuzzing (request_path): a question whose name is a
+    /// pointer into the header (`c0 02`: offset 2, the flags) was echoed
+    /// as is; in the response the flags differ (0x81...), so the echoed
+    /// name read as an unknown label type and the REFUSED response did not
+    /// parse. Such a question now gets FORMERR without an echo.
+    #[tokio::test]
+    async fn a_question_compressed_into_the_header_gets_formerr() {
+        let handler = DnsHandler::new(zone(), 1232);
+        let packet = [
+            0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x02, 0, 1, 0, 1,
+        ];
+        let response = full_path(&handler, &packet).await;
+        assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
+        assert_eq!(response.metadata.id, 0x1234);
+        assert!(response.queries.is_empty(), "{:?}", response.queries);
+        // A pointer within the question section is echoed as before.
+        assert!(!points_into_header(
+            &[1, b'a', 0, 0, 1, 0, 1, 0xc0, 12, 0, 1, 0, 1],
+            2
+        ));
+        assert!(points_into_header(&[1, b'a', 0xc0, 11, 0, 1, 0, 1], 1));
+    }
+
+    /// Found by fuzzing (request_path, 30 M executions in): the same
+    /// header pointer hidden inside an earlier label's bytes. Question 1 is
+    /// the label `c0 02`; question 2 points at that label's content, which
+    /// reads as a pointer to offset 2. Walking labels at their boundaries
+    /// missed it, and the echoed question read differently in the response.
+    #[tokio::test]
+    async fn a_header_pointer_hidden_in_a_label_gets_formerr_too() {
+        let section = [2, 0xc0, 0x02, 0, 0, 1, 0, 1, 0xc0, 13, 0, 1, 0, 1];
+        assert!(points_into_header(&section, 2));
+        assert!(!points_into_header(&section[..8], 1), "question 1 alone");
+        let mut packet = vec![0x12, 0x34, 0x01, 0x00, 0, 2, 0, 0, 0, 0, 0, 0];
+        packet.extend_from_slice(&section);
+        let handler = DnsHandler::new(zone(), 1232);
+        let response = full_path(&handler, &packet).await;
+        assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
+        assert!(response.queries.is_empty(), "{:?}", response.queries);
     }
 
     #[tokio::test]

@@ -36,6 +36,8 @@
 //! - [`metrics`]: metric names, lock-free per-thread counters, Prometheus text.
 //! - [`app`]: binds the listeners and runs everything until shutdown.
 //! - [`logging`]: `tracing` subscriber set-up (text or JSON, level filter).
+//! - `fuzzing` (hidden): the request path and registration parsing driven
+//!   in-process with their invariants, for `fuzz/` and the corpus replay test.
 
 pub mod admin;
 pub mod answer;
@@ -44,6 +46,8 @@ pub mod config;
 pub mod dns;
 pub mod etcd;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod registration;

@@ -1691,7 +1691,6 @@ async fn a_cut_rrset_reaches_every_instance_within_a_few_queries() {
 /// also what `dns.rs` hands `answer::respond`): in the reply the pointer
 /// lands on the reply's own, different flags, and the reply does not parse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a question compressed into the header is echoed as is; the reply does not parse (issue 6 hostile report)"]
 async fn a_question_pointing_into_the_header_gets_a_well_formed_reply_or_none() {
     let env = env_with_canary().await;
     let packet = [

@@ -11,6 +11,7 @@ mod demo;
 mod deploy;
 mod faults;
 mod forward;
+mod fuzz_corpus;
 mod harness;
 mod hostile;
 mod lifecycle;
