@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use hickory_proto::op::{Edns, Header, Message, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Header, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Record, RecordType};
 // `to_bytes` on names comes from BinEncodable.
 use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
@@ -69,16 +69,16 @@ impl DnsHandler {
     /// The largest response the client of `request` takes: over UDP, 512
     /// without EDNS, else its buffer size within 512..=ours; over TCP, the
     /// largest message.
-    fn response_limit(&self, request: &Request) -> usize {
+    pub fn response_limit(&self, request: &Request) -> u16 {
         match request.protocol() {
-            Protocol::Udp => usize::from(match &request.edns {
+            Protocol::Udp => match &request.edns {
                 Some(edns) => edns
                     .max_payload()
                     .max(CLASSIC_UDP_PAYLOAD)
                     .min(self.max_udp_payload),
                 None => CLASSIC_UDP_PAYLOAD,
-            }),
-            _ => MAX_MESSAGE,
+            },
+            _ => u16::MAX,
         }
     }
 
@@ -164,14 +164,104 @@ impl DnsHandler {
     /// answer and encoding it again would compress it less well, so a
     /// message that [`answer::respond`] filled to the limit would no longer
     /// fit.
-    pub async fn answer_bytes(&self, request: &Request, limit: u16) -> Vec<u8> {
-        if let Ok(Resolution::Local(wire)) = self.resolve(request) {
-            return wire;
-        }
-        let capture = CaptureResponse::new(limit);
-        self.handle_request::<_, hickory_server::net::runtime::TokioTime>(request, capture.clone())
-            .await;
+    pub async fn answer_bytes(&self, request: &Request) -> Vec<u8> {
+        let outcome = match self.resolve(request) {
+            Ok(Resolution::Local(wire)) => return wire,
+            outcome => outcome,
+        };
+        let capture = CaptureResponse::new(self.response_limit(request));
+        self.send(request, outcome, capture.clone()).await;
         capture.take()
+    }
+
+    /// Sends the response to `request` for `outcome` through
+    /// `response_handle`: hickory encodes it, echoing the question (unless
+    /// it points into the header), with our EDNS, fitted to the limit.
+    async fn send<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        outcome: Result<Resolution, ResponseCode>,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let edns = self.response_edns(request);
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+
+        // The question section goes back as the client sent it, byte for
+        // byte; a name compressed into the header would point at our
+        // header in the response and read as something else (or not at
+        // all): such a question is not echoed, and gets FORMERR
+        // (`resolve` says so).
+        let echoable = !points_into_header(request.queries.as_bytes(), request.queries.len());
+        // Reading zero questions from nothing cannot fail.
+        let no_queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok();
+        let queries = match &no_queries {
+            Some(none) if !echoable => none,
+            _ => &request.queries,
+        };
+
+        let empty: [&[Record]; 3] = [&[], &[], &[]];
+        let message = match outcome {
+            Ok(Resolution::Local(wire)) => {
+                let Ok(message) = Message::from_vec(&wire) else {
+                    warn!(id = request.metadata.id, "cannot decode our own answer");
+                    return ResponseInfo::from(Header {
+                        metadata,
+                        counts: Default::default(),
+                    });
+                };
+                metadata.response_code = message.metadata.response_code;
+                metadata.authoritative = message.metadata.authoritative;
+                metadata.truncation = message.metadata.truncation;
+                Some(message)
+            }
+            // The guard on the snapshot is gone by now: the wait for an
+            // upstream holds nothing.
+            Ok(Resolution::Outside) => self.forward(request, &mut metadata).await,
+            Err(code) => {
+                metadata.response_code = code;
+                None
+            }
+        };
+        let [answers, authorities, additionals] = match &message {
+            // Our own answers fit the limit as answer::respond encodes
+            // them, but hickory encodes them again, larger (it does not
+            // compress SRV targets, nor always owners against a long
+            // question): fitted here too, like a forwarded one.
+            Some(m) => fit_response(
+                request,
+                edns.as_ref(),
+                &mut metadata,
+                m,
+                usize::from(self.response_limit(request)),
+            ),
+            None => empty,
+        };
+        let mut builder = MessageResponseBuilder::new(queries, None);
+        if let Some(edns) = &edns {
+            builder.edns(edns);
+        }
+        let response = builder.build(
+            metadata,
+            answers.iter(),
+            authorities.iter(),
+            std::iter::empty(),
+            additionals.iter(),
+        );
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(error) => {
+                warn!(id = request.metadata.id, %error, "failed to send a DNS response");
+                metadata.response_code = ResponseCode::ServFail;
+                debug!(
+                    id = request.metadata.id,
+                    "reporting SERVFAIL for the failed send"
+                );
+                ResponseInfo::from(Header {
+                    metadata,
+                    counts: Default::default(),
+                })
+            }
+        }
     }
 
     /// A name outside the zone: forwarded when a forwarder allows this
@@ -198,7 +288,7 @@ impl DnsHandler {
         let transport = match request.protocol() {
             Protocol::Udp => Transport::Udp {
                 // At most 65535 by construction.
-                limit: u16::try_from(self.response_limit(request)).unwrap_or(u16::MAX),
+                limit: self.response_limit(request),
             },
             _ => Transport::Tcp,
         };
@@ -221,6 +311,30 @@ impl DnsHandler {
                 metadata.response_code = ResponseCode::ServFail;
                 None
             }
+        }
+    }
+}
+
+/// The full path's parse of a packet the fast path declined, as the UDP
+/// and TCP servers (and the fuzz targets) take it: hickory's request; or,
+/// when hickory cannot parse it, `None` with a header-only FORMERR in
+/// `formerr` (left empty when not even the header can be read); or `None`
+/// for a response, which is never answered (no reflection loops).
+pub fn full_request(
+    packet: &[u8],
+    src: std::net::SocketAddr,
+    protocol: Protocol,
+    formerr: &mut Vec<u8>,
+) -> Option<Request> {
+    formerr.clear();
+    match Request::from_bytes(packet.to_vec(), src, protocol) {
+        Ok(request) if request.metadata.message_type == MessageType::Response => None,
+        Ok(request) => Some(request),
+        Err(error) => {
+            debug!(%src, ?protocol, %error, "malformed query");
+            // Leaves `formerr` empty when the header cannot be read.
+            answer::header_only_error(packet, answer::rcode::FORMERR, formerr);
+            None
         }
     }
 }
@@ -295,89 +409,10 @@ impl RequestHandler for DnsHandler {
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
-        mut response_handle: R,
+        response_handle: R,
     ) -> ResponseInfo {
-        let edns = self.response_edns(request);
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-
-        // The question section goes back as the client sent it, byte for
-        // byte; a name compressed into the header would point at our
-        // header in the response and read as something else (or not at
-        // all): such a question is not echoed, and gets FORMERR
-        // (`resolve` says so).
-        let echoable = !points_into_header(request.queries.as_bytes(), request.queries.len());
-        // Reading zero questions from nothing cannot fail.
-        let no_queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok();
-        let queries = match &no_queries {
-            Some(none) if !echoable => none,
-            _ => &request.queries,
-        };
-
-        let outcome = self.resolve(request);
-
-        let empty: [&[Record]; 3] = [&[], &[], &[]];
-        let message = match outcome {
-            Ok(Resolution::Local(wire)) => {
-                let Ok(message) = Message::from_vec(&wire) else {
-                    warn!(id = request.metadata.id, "cannot decode our own answer");
-                    return ResponseInfo::from(Header {
-                        metadata,
-                        counts: Default::default(),
-                    });
-                };
-                metadata.response_code = message.metadata.response_code;
-                metadata.authoritative = message.metadata.authoritative;
-                metadata.truncation = message.metadata.truncation;
-                Some(message)
-            }
-            // The guard on the snapshot is gone by now: the wait for an
-            // upstream holds nothing.
-            Ok(Resolution::Outside) => self.forward(request, &mut metadata).await,
-            Err(code) => {
-                metadata.response_code = code;
-                None
-            }
-        };
-        let [answers, authorities, additionals] = match &message {
-            // Our own answers fit the limit as answer::respond encodes
-            // them, but hickory encodes them again, larger (it does not
-            // compress SRV targets, nor always owners against a long
-            // question): fitted here too, like a forwarded one.
-            Some(m) => fit_response(
-                request,
-                edns.as_ref(),
-                &mut metadata,
-                m,
-                self.response_limit(request),
-            ),
-            None => empty,
-        };
-        let mut builder = MessageResponseBuilder::new(queries, None);
-        if let Some(edns) = &edns {
-            builder.edns(edns);
-        }
-        let response = builder.build(
-            metadata,
-            answers.iter(),
-            authorities.iter(),
-            std::iter::empty(),
-            additionals.iter(),
-        );
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(error) => {
-                warn!(id = request.metadata.id, %error, "failed to send a DNS response");
-                metadata.response_code = ResponseCode::ServFail;
-                debug!(
-                    id = request.metadata.id,
-                    "reporting SERVFAIL for the failed send"
-                );
-                ResponseInfo::from(Header {
-                    metadata,
-                    counts: Default::default(),
-                })
-            }
-        }
+        self.send(request, self.resolve(request), response_handle)
+            .await
     }
 }
 
@@ -602,7 +637,7 @@ mod tests {
             let packet = query.to_vec().unwrap();
             let src: SocketAddr = "127.0.0.1:5000".parse().unwrap();
             let request = Request::from_bytes(packet.clone(), src, Protocol::Tcp).unwrap();
-            let bytes = handler.answer_bytes(&request, u16::MAX).await;
+            let bytes = handler.answer_bytes(&request).await;
             let full = Message::from_vec(&bytes).unwrap();
             assert!(!full.metadata.truncation, "{rtype}: no TC over TCP");
             assert_eq!(full.metadata.response_code, ResponseCode::NoError);

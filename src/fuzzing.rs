@@ -19,13 +19,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
 
-use crate::answer::{self, CLASSIC_UDP_PAYLOAD, HEADER_LEN, MAX_MESSAGE, Outcome, rcode};
-use crate::dns::DnsHandler;
+use crate::answer::{self, CLASSIC_UDP_PAYLOAD, HEADER_LEN, MAX_MESSAGE, Outcome};
+use crate::dns::{self, DnsHandler};
 use crate::registration::{
     self, Classified, ClassifiedKey, Endpoint, HASHED_LABEL_LEN, MAX_LABEL_LEN, MAX_NAME_LEN,
     MAX_SERVICE_NAME_LEN, Patterns, Registration,
@@ -234,24 +234,10 @@ impl RequestPath {
                 return Some((Path::Fast, out));
             }
         }
-        let request = match Request::from_bytes(packet.to_vec(), CLIENT, Protocol::Udp) {
-            Ok(request) => request,
-            Err(_) => {
-                return answer::header_only_error(packet, rcode::FORMERR, &mut out)
-                    .then_some((Path::FormErr, out));
-            }
+        let Some(request) = dns::full_request(packet, CLIENT, Protocol::Udp, &mut out) else {
+            return (!out.is_empty()).then_some((Path::FormErr, out));
         };
-        if request.metadata.message_type == MessageType::Response {
-            return None;
-        }
-        let limit = match &request.edns {
-            Some(edns) => edns
-                .max_payload()
-                .max(CLASSIC_UDP_PAYLOAD)
-                .min(max_udp_payload),
-            None => CLASSIC_UDP_PAYLOAD,
-        };
-        let bytes = self.full_path(handler, &request, limit);
+        let bytes = self.full_path(handler, &request);
         (!bytes.is_empty()).then_some((Path::Full, bytes))
     }
 
@@ -271,23 +257,16 @@ impl RequestPath {
                 return Some((Path::Fast, out));
             }
         }
-        let request = match Request::from_bytes(packet.to_vec(), CLIENT, Protocol::Tcp) {
-            Ok(request) => request,
-            Err(_) => {
-                return answer::header_only_error(packet, rcode::FORMERR, &mut out)
-                    .then_some((Path::FormErr, out));
-            }
+        let Some(request) = dns::full_request(packet, CLIENT, Protocol::Tcp, &mut out) else {
+            return (!out.is_empty()).then_some((Path::FormErr, out));
         };
-        if request.metadata.message_type == MessageType::Response {
-            return None;
-        }
-        let bytes = self.full_path(handler, &request, u16::MAX);
+        let bytes = self.full_path(handler, &request);
         (!bytes.is_empty()).then_some((Path::Full, bytes))
     }
 
     /// The full path as `udp.rs` and `tcp.rs` run it.
-    fn full_path(&self, handler: &DnsHandler, request: &Request, limit: u16) -> Vec<u8> {
-        self.runtime.block_on(handler.answer_bytes(request, limit))
+    fn full_path(&self, handler: &DnsHandler, request: &Request) -> Vec<u8> {
+        self.runtime.block_on(handler.answer_bytes(request))
     }
 
     /// A query the fast path answered gets the same answer from the full
@@ -304,14 +283,7 @@ impl RequestPath {
             // never asks it.
             return Ok(());
         };
-        let limit = match &request.edns {
-            Some(edns) => edns
-                .max_payload()
-                .max(CLASSIC_UDP_PAYLOAD)
-                .min(handler.max_udp_payload()),
-            None => CLASSIC_UDP_PAYLOAD,
-        };
-        let full = self.full_path(handler, &request, limit);
+        let full = self.full_path(handler, &request);
         let (fast, full) = match (Message::from_vec(fast), Message::from_vec(&full)) {
             (Ok(fast), Ok(full)) => (fast, full),
             (fast, full) => {

@@ -13,15 +13,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::answer::{self, MAX_MESSAGE, Outcome, rcode};
-use crate::dns::DnsHandler;
+use crate::answer::{self, MAX_MESSAGE, Outcome};
+use crate::dns::{self, DnsHandler};
 use crate::metrics::{Metrics, QType, Rcode, Transport};
 use crate::zone::ZoneStore;
 
@@ -179,24 +178,15 @@ impl Connection {
         }
         // The full path.
         response.clear();
-        let request = match Request::from_bytes(query.to_vec(), self.peer, Protocol::Tcp) {
-            Ok(request) => request,
-            Err(error) => {
-                debug!(peer = %self.peer, %error, "malformed tcp query");
-                if answer::header_only_error(query, rcode::FORMERR, response) {
-                    self.metrics.queries().record_response(
-                        Transport::Tcp,
-                        response,
-                        started.elapsed(),
-                    );
-                }
-                return;
+        let Some(request) = dns::full_request(query, self.peer, Protocol::Tcp, response) else {
+            if !response.is_empty() {
+                self.metrics
+                    .queries()
+                    .record_response(Transport::Tcp, response, started.elapsed());
             }
-        };
-        if request.metadata.message_type == hickory_proto::op::MessageType::Response {
             return;
-        }
-        *response = self.handler.answer_bytes(&request, u16::MAX).await;
+        };
+        *response = self.handler.answer_bytes(&request).await;
         if !response.is_empty() {
             self.metrics
                 .queries()

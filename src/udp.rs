@@ -27,13 +27,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::Request;
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::answer::{self, Outcome, rcode};
-use crate::dns::DnsHandler;
+use crate::answer::{self, Outcome};
+use crate::dns::{self, DnsHandler};
 use crate::metrics::{Metrics, QType, QueryShard, Rcode, Transport};
 use crate::zone::ZoneStore;
 
@@ -329,34 +328,19 @@ impl Worker {
     /// sends the response itself. `started` is when the query's batch
     /// arrived, so its latency counts the wait in the batch too.
     fn full_path(&self, packet: &[u8], src: SocketAddr, counters: &QueryShard, started: Instant) {
-        let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
-            Ok(request) => request,
-            Err(error) => {
-                debug!(%src, %error, "malformed udp query");
-                let mut out = Vec::with_capacity(answer::HEADER_LEN);
-                if answer::header_only_error(packet, rcode::FORMERR, &mut out) {
-                    let _ = self.socket.send_to(&out, src);
-                    counters.record_response(Transport::Udp, &out, started.elapsed());
-                }
-                return;
+        let mut formerr = Vec::new();
+        let Some(request) = dns::full_request(packet, src, Protocol::Udp, &mut formerr) else {
+            if !formerr.is_empty() {
+                let _ = self.socket.send_to(&formerr, src);
+                counters.record_response(Transport::Udp, &formerr, started.elapsed());
             }
-        };
-        if request.metadata.message_type == hickory_proto::op::MessageType::Response {
-            // Never answer responses: no reflection loops.
             return;
-        }
-        let limit = match &request.edns {
-            Some(edns) => edns
-                .max_payload()
-                .max(answer::CLASSIC_UDP_PAYLOAD)
-                .min(self.handler.max_udp_payload()),
-            None => answer::CLASSIC_UDP_PAYLOAD,
         };
         let handler = self.handler.clone();
         let socket = self.socket.clone();
         let metrics = self.metrics.clone();
         let answer = async move {
-            let bytes = handler.answer_bytes(&request, limit).await;
+            let bytes = handler.answer_bytes(&request).await;
             if bytes.is_empty() {
                 return;
             }
