@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -119,75 +119,6 @@ fn venv_python() -> Option<PathBuf> {
         return None;
     }
     Some(python)
-}
-
-/// What a finished program printed.
-struct Ran {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    /// stdout and stderr, for messages and for tools that warn on stderr.
-    fn all(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-
-    #[track_caller]
-    fn expect_success(&self, what: &str) -> &Ran {
-        assert!(
-            self.status.success(),
-            "{what} exited with {}:\nstdout:\n{}\nstderr:\n{}",
-            self.status,
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-}
-
-/// Runs `cmd` to completion within `within`, killing it (and failing the
-/// test) when it takes longer, so that a hung client cannot hang the suite.
-#[track_caller]
-fn run(cmd: &mut Command, within: Duration) -> Ran {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let mut out_pipe = child.stdout.take().expect("piped stdout");
-    let mut err_pipe = child.stderr.take().expect("piped stderr");
-    let out_thread = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out_pipe.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err_pipe.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let deadline = Instant::now() + within;
-    let status = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let out = out_thread.join().unwrap_or_default();
-            let err = err_thread.join().unwrap_or_default();
-            panic!("{cmd:?} still running after {within:?}; stdout:\n{out}\nstderr:\n{err}");
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    };
-    Ran {
-        status,
-        stdout: out_thread.join().unwrap_or_default(),
-        stderr: err_thread.join().unwrap_or_default(),
-    }
 }
 
 /// True when `output` is missing or older than any of `inputs`.

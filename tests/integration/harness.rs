@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -633,28 +633,53 @@ impl Drop for Rpcdns {
     }
 }
 
-/// Runs `rpcdns args...` to completion (for check-config and bad configs).
-pub fn run_rpcdns(args: &[&str], within: Duration) -> (Option<i32>, String, String) {
-    let mut child = Command::new(rpcdns_bin())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
+/// What a finished program printed.
+pub struct Ran {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    /// stdout and stderr, for messages and for tools that warn on stderr.
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    pub fn expect_success(&self, what: &str) -> &Ran {
+        assert!(
+            self.status.success(),
+            "{what} exited with {}:\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `cmd` to completion within `within`, killing it (and failing the
+/// test) when it takes longer, so that a hung client cannot hang the suite.
+#[track_caller]
+pub fn run(cmd: &mut Command, within: Duration) -> Ran {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn rpcdns");
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let mut out_pipe = child.stdout.take().expect("piped stdout");
     let mut err_pipe = child.stderr.take().expect("piped stderr");
     let out_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out_pipe.read_to_string(&mut s);
-        s
+        let mut s = Vec::new();
+        let _ = out_pipe.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
     });
     let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err_pipe.read_to_string(&mut s);
-        s
+        let mut s = Vec::new();
+        let _ = err_pipe.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
     });
     let deadline = Instant::now() + within;
     let status = loop {
@@ -666,15 +691,31 @@ pub fn run_rpcdns(args: &[&str], within: Duration) -> (Option<i32>, String, Stri
             let _ = child.wait();
             let out = out_thread.join().unwrap_or_default();
             let err = err_thread.join().unwrap_or_default();
-            panic!(
-                "rpcdns {args:?} still running after {within:?}; stdout:\n{out}\nstderr:\n{err}"
-            );
+            panic!("{cmd:?} still running after {within:?}; stdout:\n{out}\nstderr:\n{err}");
         }
         std::thread::sleep(POLL_INTERVAL);
     };
-    let out = out_thread.join().unwrap_or_default();
-    let err = err_thread.join().unwrap_or_default();
-    (status.code(), strip_ansi(&out), strip_ansi(&err))
+    Ran {
+        status,
+        stdout: out_thread.join().unwrap_or_default(),
+        stderr: err_thread.join().unwrap_or_default(),
+    }
+}
+
+/// Runs `rpcdns args...` to completion (for check-config and bad configs).
+pub fn run_rpcdns(args: &[&str], within: Duration) -> (Option<i32>, String, String) {
+    let ran = run(
+        Command::new(rpcdns_bin())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG"),
+        within,
+    );
+    (
+        ran.status.code(),
+        strip_ansi(&ran.stdout),
+        strip_ansi(&ran.stderr),
+    )
 }
 
 /// One etcd, one client and one rpcdns, ready.
