@@ -1098,15 +1098,11 @@ async fn running_out_of_descriptors_before_the_cap_stalls_only_new_tcp_connectio
         "one warning per run of accept failures:\n{log}"
     );
     eventually(SLOW, || {
-        match log_has(&env.rpcdns, "tcp accept works again") {
+        match env.rpcdns.log().contains("tcp accept works again") {
             true => Ok(()),
             false => Err("no 'tcp accept works again' line".into()),
         }
     });
-}
-
-fn log_has(rpcdns: &Rpcdns, text: &str) -> bool {
-    rpcdns.log().contains(text)
 }
 
 // ----------------------------------------------------------------------------
