@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, from Debian, the programs the demo and the tests need when they
-# are missing: etcd, etcdctl, dig, protoc and curl, and for the checks of
+# are missing: etcd, etcdctl, dig, protoc (with the protobuf well-known
+# types) and curl, and for the checks of
 # deploy/ dnsmasq (the stub-domain recipe) and systemd-analyze (the unit);
 # for the real clients of tests/integration/clients.rs kdig, Go, Node.js, a
 # JDK, and unshare and mount (the resolv.conf test's mount namespace);
@@ -80,6 +81,13 @@ for cmd in "${commands[@]}"; do
         missing+=("${package_for[$cmd]}")
     fi
 done
+# protoc needs the well-known types (google/protobuf/descriptor.proto) to
+# compile etcd-client's protos; protobuf-compiler only recommends the
+# package that has them, and --no-install-recommends leaves it out.
+protobuf_include=/usr/include/google/protobuf/descriptor.proto
+if [ ! -f "$protobuf_include" ]; then
+    missing+=(libprotobuf-dev)
+fi
 
 # The deploy/ linters live in a venv: a bare Debian has python3 without
 # venv/ensurepip (package python3-venv), or no python3 at all.
@@ -117,5 +125,9 @@ for cmd in "${commands[@]}"; do
         exit 1
     fi
 done
+if [ ! -f "$protobuf_include" ]; then
+    echo "install-deps: $protobuf_include is still missing after installing ${missing[*]}" >&2
+    exit 1
+fi
 
 $demo_only || install_python_tools
