@@ -78,6 +78,7 @@ fn zone(instances: u64) -> (Arc<ZoneStore>, ZoneWriter) {
         origin: Name::from_ascii(ORIGIN).unwrap_or_else(|e| panic!("{ORIGIN}: {e}")),
         ttl: 5,
         negative_ttl: 5,
+        grpc: Default::default(),
     };
     let store = Arc::new(ZoneStore::new(params));
     let mut writer = ZoneWriter::new(store.clone());

@@ -219,6 +219,7 @@ fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
     let body = state.metrics.render(&Gauges {
         zone_services: snapshot.service_count(),
         zone_instances: snapshot.instance_count(),
+        zone_multi_port_services: snapshot.several_ports_count(),
         etcd_connected: state.status.is_connected(),
         etcd_revision: state.status.revision(),
     });
@@ -274,6 +275,7 @@ mod tests {
             origin: Name::from_ascii("svc.local.").expect("constant name"),
             ttl: 5,
             negative_ttl: 5,
+            grpc: Default::default(),
         };
         let state = AdminState {
             zone: Arc::new(ZoneStore::new(params)),

@@ -14,8 +14,8 @@
 
 use crate::registration::Endpoint;
 use crate::zone::{
-    AddrOctets, Lookup, QNAME_OFFSET, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, WireRrs, ZoneSnapshot,
-    address_rdata, host_wire, pointer, rrtype, write_rr,
+    AddrOctets, Lookup, QNAME_OFFSET, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Service, WireRrs,
+    ZoneSnapshot, address_rdata, host_wire, pointer, rrtype, write_rr,
 };
 
 // ---------------------------------------------------------------------------
@@ -411,7 +411,7 @@ pub fn respond(
 
 /// Picks the records for `qtype` at the name `lookup` found.
 fn choose(lookup: Lookup<'_>, qtype: u16) -> Answer<'_> {
-    use rrtype::{A, AAAA, ANY, NS, SOA, SRV};
+    use rrtype::{ANY, NS, SOA, SRV, TXT};
     match lookup {
         Lookup::Apex => match qtype {
             // RFC 8482 §4.1: answer ANY with one RRset the name has.
@@ -419,25 +419,29 @@ fn choose(lookup: Lookup<'_>, qtype: u16) -> Answer<'_> {
             NS => Answer::Ns,
             _ => Answer::NoData,
         },
-        Lookup::Service(service) => {
-            let (rrs, glue) = match qtype {
-                A => (service.a(), None),
-                AAAA => (service.aaaa(), None),
-                SRV => (service.srv(), Some(service.glue())),
-                ANY if !service.a().is_empty() => (service.a(), None),
-                ANY if !service.aaaa().is_empty() => (service.aaaa(), None),
-                ANY => (service.srv(), Some(service.glue())),
-                _ => return Answer::NoData,
-            };
-            if rrs.is_empty() {
-                return Answer::NoData;
-            }
-            Answer::Set {
-                rrs,
-                rotation: service.next_rotation(glue.is_some()),
-                glue,
-            }
-        }
+        Lookup::Service(service) => addresses_or_srv(
+            service,
+            [service.a(), service.aaaa(), service.srv(), service.glue()],
+            qtype,
+        ),
+        Lookup::Port(service, port) => addresses_or_srv(
+            service,
+            [
+                port.a(service),
+                port.aaaa(service),
+                port.srv(service),
+                port.glue(),
+            ],
+            qtype,
+        ),
+        Lookup::GrpcConfig(config) => match qtype {
+            TXT | ANY => Answer::Set {
+                rrs: config.txt(),
+                rotation: 0,
+                glue: None,
+            },
+            _ => Answer::NoData,
+        },
         Lookup::GrpcService(service) => match qtype {
             SRV | ANY if !service.grpc_srv().is_empty() => Answer::Set {
                 rrs: service.grpc_srv(),
@@ -461,6 +465,31 @@ fn choose(lookup: Lookup<'_>, qtype: u16) -> Answer<'_> {
         },
         Lookup::EmptyNonTerminal => Answer::NoData,
         Lookup::NxDomain => Answer::NxDomain,
+    }
+}
+
+/// The answer at a name that has a service's record sets (the service, or
+/// one of its port names): `[a, aaaa, srv, glue]`.
+fn addresses_or_srv<'a>(service: &'a Service, sets: [&'a WireRrs; 4], qtype: u16) -> Answer<'a> {
+    use rrtype::{A, AAAA, ANY, SRV};
+    let [a, aaaa, srv, glue] = sets;
+    let (rrs, glue) = match qtype {
+        A => (a, None),
+        AAAA => (aaaa, None),
+        SRV => (srv, Some(glue)),
+        // RFC 8482 §4.1: answer ANY with one RRset the name has.
+        ANY if !a.is_empty() => (a, None),
+        ANY if !aaaa.is_empty() => (aaaa, None),
+        ANY => (srv, Some(glue)),
+        _ => return Answer::NoData,
+    };
+    if rrs.is_empty() {
+        return Answer::NoData;
+    }
+    Answer::Set {
+        rrs,
+        rotation: service.next_rotation(glue.is_some()),
+        glue,
     }
 }
 

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, DnsConfig, EtcdConfig, HttpConfig, LogConfig};
+use crate::config::{Config, DnsConfig, EtcdConfig, GrpcConfig, HttpConfig, LogConfig};
 use crate::dns::DnsHandler;
 use crate::etcd;
 use crate::metrics::Metrics;
@@ -26,7 +26,7 @@ use crate::status::SyncStatus;
 use crate::tcp;
 use crate::udp::{self, UdpServer};
 use crate::watcher::Watcher;
-use crate::zone::{ZoneParams, ZoneStore, ZoneWriter};
+use crate::zone::{GrpcConfigs, ZoneParams, ZoneStore, ZoneWriter};
 
 /// How long shutdown may take before we stop waiting.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -137,6 +137,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         dns,
         http,
         log: LogConfig { .. },
+        grpc,
     } = config;
     raise_open_file_limit();
     let listeners = Listeners::bind(&dns, &http).await?;
@@ -147,7 +148,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         signal_token.cancel();
         result
     });
-    let result = serve(etcd, dns, listeners, shutdown.clone()).await;
+    let result = serve(etcd, dns, grpc, listeners, shutdown.clone()).await;
     shutdown.cancel();
     signals.abort();
     result
@@ -198,6 +199,7 @@ fn raise_open_file_limit() {
 pub async fn serve(
     etcd_config: EtcdConfig,
     dns: DnsConfig,
+    grpc: GrpcConfig,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
@@ -205,10 +207,19 @@ pub async fn serve(
         zone: dns.zone.clone(),
         reason: e.to_string(),
     })?;
+    let GrpcConfig {
+        service_config,
+        overrides,
+    } = grpc;
+    let overrides = overrides
+        .into_iter()
+        .map(|o| (o.pattern, o.service_config))
+        .collect();
     let params = ZoneParams {
         origin: origin.to_lowercase(),
         ttl: dns.ttl,
         negative_ttl: dns.negative_ttl,
+        grpc: GrpcConfigs::new(service_config, overrides, dns.ttl).map_err(RunError::Pattern)?,
     };
     let origin_text = params.origin_text();
     let store = Arc::new(ZoneStore::new(params));

@@ -36,6 +36,8 @@ use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{Location, MessageFormatter, Spanned};
 
+use crate::service_config::{DEFAULT_SERVICE_CONFIG, ServiceConfig};
+
 // ---------------------------------------------------------------------------
 // Defaults
 // ---------------------------------------------------------------------------
@@ -87,6 +89,9 @@ pub const MAX_UDP_PAYLOAD_RANGE: std::ops::RangeInclusive<u16> = 512..=4096;
 pub const MIN_DIAL_TIMEOUT: Duration = Duration::from_millis(100);
 /// Longest accepted `dial_timeout`.
 pub const MAX_DIAL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How `grpc.service_config` (or an override's) says "no TXT record".
+pub const SERVICE_CONFIG_OFF: &str = "off";
 
 /// What `check-config` prints instead of the etcd password.
 pub const REDACTED: &str = "<redacted>";
@@ -165,6 +170,7 @@ pub struct Config {
     pub dns: DnsConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    pub grpc: GrpcConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -208,6 +214,24 @@ pub struct DnsConfig {
     pub max_udp_payload: u16,
     pub upstream: Vec<SocketAddr>,
     pub allow_recursion_from: Vec<ipnet::IpNet>,
+}
+
+/// The gRPC service configs served as `_grpc_config` TXT records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcConfig {
+    /// For every service no override matches; `None` = no record.
+    pub service_config: Option<ServiceConfig>,
+    /// First match wins.
+    pub overrides: Vec<GrpcOverride>,
+}
+
+/// `grpc.overrides[i]`: the service config of the services whose key
+/// matches `pattern`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcOverride {
+    pub pattern: String,
+    /// `None` = no record for these services.
+    pub service_config: Option<ServiceConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,6 +345,30 @@ impl Config {
         out.push_str("log:\n");
         yaml_kv(&mut out, "level", &quote(&self.log.level));
         yaml_kv(&mut out, "format", self.log.format.as_str());
+
+        let service_config = |config: &Option<ServiceConfig>| {
+            config
+                .as_ref()
+                .map_or(SERVICE_CONFIG_OFF.to_owned(), |c| quote(c.json()))
+        };
+        out.push_str("grpc:\n");
+        yaml_kv(
+            &mut out,
+            "service_config",
+            &service_config(&self.grpc.service_config),
+        );
+        if self.grpc.overrides.is_empty() {
+            yaml_kv(&mut out, "overrides", "[]");
+        } else {
+            out.push_str("  overrides:\n");
+            for o in &self.grpc.overrides {
+                out.push_str(&format!("    - pattern: {}\n", quote(&o.pattern)));
+                out.push_str(&format!(
+                    "      service_config: {}\n",
+                    service_config(&o.service_config)
+                ));
+            }
+        }
         out
     }
 }
@@ -548,7 +596,7 @@ impl<'de> Visitor<'de> for RawValueVisitor {
 
 type Leaf = Option<Spanned<RawValue>>;
 
-const ROOT_KEYS: &[&str] = &["etcd", "dns", "http", "log"];
+const ROOT_KEYS: &[&str] = &["etcd", "dns", "http", "log", "grpc"];
 const ETCD_KEYS: &[&str] = &[
     "endpoints",
     "prefix",
@@ -570,6 +618,8 @@ const DNS_KEYS: &[&str] = &[
 ];
 const HTTP_KEYS: &[&str] = &["listen"];
 const LOG_KEYS: &[&str] = &["level", "format"];
+const GRPC_KEYS: &[&str] = &["service_config", "overrides"];
+const GRPC_OVERRIDE_KEYS: &[&str] = &["pattern", "service_config"];
 
 /// Maps the key list in serde's "unknown field" error back to the section it
 /// belongs to. The field lists of the structs below must equal these
@@ -582,6 +632,8 @@ fn section_of(expected: &[&str]) -> Option<&'static str> {
         (DNS_KEYS, "dns."),
         (HTTP_KEYS, "http."),
         (LOG_KEYS, "log."),
+        (GRPC_KEYS, "grpc."),
+        (GRPC_OVERRIDE_KEYS, "grpc.overrides[]."),
     ]
     .into_iter()
     .find(|(keys, _)| *keys == expected)
@@ -592,13 +644,14 @@ fn section_of(expected: &[&str]) -> Option<&'static str> {
 #[derive(Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with the sections etcd, dns, http and log"
+    expecting = "a mapping with the sections etcd, dns, http, log and grpc"
 )]
 struct RawConfig {
     etcd: Option<RawEtcd>,
     dns: Option<RawDns>,
     http: Option<RawHttp>,
     log: Option<RawLog>,
+    grpc: Option<RawGrpc>,
 }
 
 #[derive(Default, Deserialize)]
@@ -659,6 +712,26 @@ struct RawHttp {
 struct RawLog {
     level: Leaf,
     format: Leaf,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "the grpc section: a mapping of service_config, overrides"
+)]
+struct RawGrpc {
+    service_config: Leaf,
+    overrides: Option<Spanned<Option<Vec<Spanned<RawGrpcOverride>>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an entry of grpc.overrides: a mapping of pattern, service_config"
+)]
+struct RawGrpcOverride {
+    pattern: Leaf,
+    service_config: Leaf,
 }
 
 /// Parses the YAML text into `RawConfig`; errors carry `file:line:column`.
@@ -962,16 +1035,19 @@ fn build(text: Option<(&str, &str)>, cli: &Cli) -> Result<Config, ConfigError> {
         dns,
         http,
         log,
+        grpc,
     } = raw;
     let etcd = etcd_config(&src, cli, etcd.unwrap_or_default())?;
     let dns = dns_config(&src, cli, dns.unwrap_or_default())?;
     let http = http_config(&src, cli, http.unwrap_or_default())?;
     let log = log_config(&src, cli, log.unwrap_or_default())?;
+    let grpc = grpc_config(&src, grpc.unwrap_or_default())?;
     Ok(Config {
         etcd,
         dns,
         http,
         log,
+        grpc,
     })
 }
 
@@ -1235,9 +1311,83 @@ fn log_config(src: &Sources<'_>, cli: &Cli, raw: RawLog) -> Result<LogConfig, Co
     Ok(LogConfig { level, format })
 }
 
+fn grpc_config(src: &Sources<'_>, raw: RawGrpc) -> Result<GrpcConfig, ConfigError> {
+    let RawGrpc {
+        service_config,
+        overrides,
+    } = raw;
+    let service_config = match src.scalar("grpc.service_config", None, &service_config) {
+        Some(item) => parse_service_config(&item)?,
+        None => Some(default_service_config()),
+    };
+    let overrides = match overrides {
+        None => Vec::new(),
+        Some(list) => {
+            let Some(entries) = list.value else {
+                return Ok(GrpcConfig {
+                    service_config,
+                    overrides: Vec::new(),
+                });
+            };
+            let mut overrides = Vec::with_capacity(entries.len());
+            for (i, entry) in entries.into_iter().enumerate() {
+                let key = format!("grpc.overrides[{i}]");
+                let RawGrpcOverride {
+                    pattern,
+                    service_config,
+                } = entry.value;
+                let required = |field: &str| {
+                    src.site(&format!("{key}.{field}"), entry.referenced)
+                        .error("required in every override")
+                };
+                let pattern = src
+                    .scalar(&format!("{key}.pattern"), None, &pattern)
+                    .ok_or_else(|| required("pattern"))?;
+                let service_config = src
+                    .scalar(&format!("{key}.service_config"), None, &service_config)
+                    .ok_or_else(|| required("service_config"))?;
+                overrides.push(GrpcOverride {
+                    pattern: parse_pattern(&pattern)?,
+                    service_config: parse_service_config(&service_config)?,
+                });
+            }
+            overrides
+        }
+    };
+    Ok(GrpcConfig {
+        service_config,
+        overrides,
+    })
+}
+
 // ---------------------------------------------------------------------------
 // Value parsers
 // ---------------------------------------------------------------------------
+
+fn default_service_config() -> ServiceConfig {
+    // A compile-time constant, checked by `defaults_are_valid`.
+    ServiceConfig::parse(DEFAULT_SERVICE_CONFIG).expect("the default service config is valid")
+}
+
+/// A gRPC service config as a JSON string, or `off` for no TXT record.
+fn parse_service_config(item: &Item) -> Result<Option<ServiceConfig>, ConfigError> {
+    let text = match &item.value {
+        RawValue::Str(text) => text,
+        RawValue::Map => {
+            return Err(item.site.error(
+                "expected the service config as a JSON string: quote it (service_config: '{\"loadBalancingConfig\": [{\"round_robin\": {}}]}'), or off",
+            ));
+        }
+        _ => return Err(item.expected("a JSON service config in a string, or off")),
+    };
+    if text.trim() == SERVICE_CONFIG_OFF {
+        return Ok(None);
+    }
+    ServiceConfig::parse(text).map(Some).map_err(|why| {
+        item.site
+            .error(format!("invalid gRPC service config: {why}"))
+    })
+}
 
 fn default_socket(text: &str) -> SocketAddr {
     // Only called with the DEFAULT_* constants, which are valid socket
@@ -1650,6 +1800,8 @@ mod tests {
             .chain(DNS_KEYS)
             .chain(HTTP_KEYS)
             .chain(LOG_KEYS)
+            .chain(GRPC_KEYS)
+            .chain(GRPC_OVERRIDE_KEYS)
         {
             assert!(text.contains(&format!("{key}:")), "{key} is not documented");
         }

@@ -154,6 +154,7 @@ impl RequestPath {
             origin,
             ttl: 5,
             negative_ttl: 3,
+            grpc: Default::default(),
         }));
         let mut writer = ZoneWriter::new(zone.clone());
         let patterns = default_patterns();
@@ -766,6 +767,7 @@ fn check_registration(
         origin: Name::from_ascii(format!("{zone}.")).map_err(|e| format!("zone {zone}: {e}"))?,
         ttl: 5,
         negative_ttl: 5,
+        grpc: Default::default(),
     }));
     let mut writer = ZoneWriter::new(store.clone());
     writer.upsert(key, registration.clone());

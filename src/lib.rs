@@ -23,6 +23,7 @@
 //! Modules, in data-flow order:
 //! - [`config`]: command line and YAML → validated [`config::Config`].
 //! - [`registration`]: go-zero key/value → typed [`registration::Registration`]; pure.
+//! - [`service_config`]: gRPC service configs → validated JSON → `_grpc_config` TXT text; pure.
 //! - [`etcd`]: initial paged read, watch, reconnect and resume; no DNS types.
 //! - [`watcher`]: applies etcd events to the zone and the sync status.
 //! - [`zone`]: immutable snapshots and their lookups; no I/O.
@@ -51,6 +52,7 @@ pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod registration;
+pub mod service_config;
 pub mod status;
 pub mod tcp;
 pub mod udp;

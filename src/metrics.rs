@@ -35,6 +35,8 @@ pub const DNS_REQUEST_DURATION_SECONDS: &str = "rpcdns_dns_request_duration_seco
 pub const ZONE_SERVICES: &str = "rpcdns_zone_services";
 /// Gauge: instances in the published zone.
 pub const ZONE_INSTANCES: &str = "rpcdns_zone_instances";
+/// Gauge: services whose instances listen on more than one port.
+pub const ZONE_MULTI_PORT_SERVICES: &str = "rpcdns_zone_multi_port_services";
 /// Gauge: 1 while the etcd connection is up, else 0.
 pub const ETCD_CONNECTED: &str = "rpcdns_etcd_connected";
 /// Gauge: the etcd revision the zone reflects.
@@ -47,11 +49,12 @@ pub const ETCD_RESYNCS_TOTAL: &str = "rpcdns_etcd_resyncs_total";
 pub const SKIPPED_KEYS_TOTAL: &str = "rpcdns_skipped_keys_total";
 
 /// Every metric name, in rendering order.
-pub const ALL_NAMES: [&str; 9] = [
+pub const ALL_NAMES: [&str; 10] = [
     DNS_QUERIES_TOTAL,
     DNS_REQUEST_DURATION_SECONDS,
     ZONE_SERVICES,
     ZONE_INSTANCES,
+    ZONE_MULTI_PORT_SERVICES,
     ETCD_CONNECTED,
     ETCD_REVISION,
     ETCD_EVENTS_TOTAL,
@@ -120,17 +123,20 @@ pub enum QType {
     Any,
     Soa,
     Ns,
+    /// TXT: gRPC clients look up `_grpc_config.<name>` at each resolution.
+    Txt,
     Other,
 }
 
 impl QType {
-    pub const ALL: [QType; 7] = [
+    pub const ALL: [QType; 8] = [
         QType::A,
         QType::Aaaa,
         QType::Srv,
         QType::Any,
         QType::Soa,
         QType::Ns,
+        QType::Txt,
         QType::Other,
     ];
 
@@ -143,6 +149,7 @@ impl QType {
             255 => QType::Any,
             6 => QType::Soa,
             2 => QType::Ns,
+            16 => QType::Txt,
             _ => QType::Other,
         }
     }
@@ -155,6 +162,7 @@ impl QType {
             QType::Any => "any",
             QType::Soa => "soa",
             QType::Ns => "ns",
+            QType::Txt => "txt",
             QType::Other => "other",
         }
     }
@@ -357,6 +365,7 @@ pub struct Metrics {
 pub struct Gauges {
     pub zone_services: usize,
     pub zone_instances: usize,
+    pub zone_multi_port_services: usize,
     pub etcd_connected: bool,
     pub etcd_revision: i64,
 }
@@ -438,6 +447,18 @@ impl Metrics {
             "Instances in the published DNS zone.",
         );
         line(&mut out, ZONE_INSTANCES, "", gauges.zone_instances);
+        header(
+            &mut out,
+            ZONE_MULTI_PORT_SERVICES,
+            "gauge",
+            "Services whose instances listen on more than one port (their A/AAAA records mix ports; clients need the port names).",
+        );
+        line(
+            &mut out,
+            ZONE_MULTI_PORT_SERVICES,
+            "",
+            gauges.zone_multi_port_services,
+        );
         header(
             &mut out,
             ETCD_CONNECTED,
@@ -750,6 +771,7 @@ mod tests {
         let text = metrics.render(&Gauges {
             zone_services: 2,
             zone_instances: 5,
+            zone_multi_port_services: 1,
             etcd_connected: true,
             etcd_revision: 42,
         });
@@ -796,6 +818,10 @@ mod tests {
         );
         assert_eq!(
             classify_response(&response(RecordType::TXT, ResponseCode::Refused, true)),
+            (QType::Txt, Rcode::Refused)
+        );
+        assert_eq!(
+            classify_response(&response(RecordType::MX, ResponseCode::Refused, true)),
             (QType::Other, Rcode::Refused)
         );
         assert_eq!(

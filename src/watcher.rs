@@ -13,7 +13,7 @@ use crate::etcd::{KvEvent, ResyncReason, SyncSink};
 use crate::metrics::{EventType, Metrics};
 use crate::registration::{self, Classified, Patterns};
 use crate::status::{SkippedKey, SyncStatus};
-use crate::zone::{ServiceChange, ZoneWriter};
+use crate::zone::{PortsChange, ServiceChange, ZoneWriter, port_label};
 
 /// Turns etcd state and events into published zone snapshots.
 #[derive(Debug)]
@@ -127,7 +127,7 @@ impl SyncSink for Watcher {
         }
         let (services, instances) = self.writer.replace_all(registrations);
         self.writer.set_revision(revision);
-        self.writer.publish();
+        log_ports(&self.writer.publish(), &self.zone);
         self.status.replace_skipped(skipped);
         self.status.set_revision(revision);
         self.status.mark_ready();
@@ -146,7 +146,7 @@ impl SyncSink for Watcher {
             self.apply_one(event);
         }
         self.writer.set_revision(revision);
-        self.writer.publish();
+        log_ports(&self.writer.publish(), &self.zone);
         self.status.set_revision(revision);
     }
 
@@ -162,6 +162,31 @@ fn log_change(change: &ServiceChange) {
         ServiceChange::Disappeared(service) => tracing::info!(service, "service disappeared"),
         ServiceChange::Updated(service) => tracing::debug!(service, "service updated"),
         ServiceChange::Unchanged => {}
+    }
+}
+
+/// One warning when a service's instances come to listen on several ports
+/// (a client given the service name and one port reaches some instances
+/// on the wrong port), one line when they are back on one.
+fn log_ports(changes: &[PortsChange], zone: &str) {
+    for change in changes {
+        match change {
+            PortsChange::Several { service, ports } => {
+                let names: Vec<String> = ports
+                    .iter()
+                    .map(|&port| format!("{}.{service}.{zone}", port_label(port)))
+                    .collect();
+                tracing::warn!(
+                    service,
+                    ?ports,
+                    names = names.join(" "),
+                    "service instances listen on several ports: a client given the service name and one port reaches some instances on the wrong port; give each client the name of its port"
+                );
+            }
+            PortsChange::One { service, port } => {
+                tracing::info!(service, port, "service instances listen on one port again");
+            }
+        }
     }
 }
 
@@ -181,6 +206,7 @@ mod tests {
             origin: Name::from_ascii("svc.local.").unwrap(),
             ttl: 5,
             negative_ttl: 5,
+            grpc: Default::default(),
         }));
         let status = Arc::new(SyncStatus::new());
         let patterns = Patterns::new(&["*.rpc"]).unwrap();

@@ -24,7 +24,8 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
 use serde_json::json;
 
-use crate::registration::{self, Endpoint, Registration};
+use crate::registration::{self, Endpoint, Patterns, Registration};
+use crate::service_config::{GRPC_CONFIG_LABEL, ServiceConfig};
 
 // ---------------------------------------------------------------------------
 // Constants
@@ -42,6 +43,9 @@ pub const SRV_PRIORITY: u16 = 0;
 pub const SRV_WEIGHT: u16 = 10;
 /// The RFC 2782 service/protocol labels in front of a service name.
 pub const GRPC_TCP_PREFIX: &str = "_grpc._tcp";
+/// What a port name's label starts with: `port-8001.<service>` names the
+/// instances of the service that listen on port 8001.
+pub const PORT_LABEL_PREFIX: &str = "port-";
 
 /// Resource record types and class, as numbers on the wire (RFC 1035 §3.2.2,
 /// RFC 3596, RFC 2782, RFC 6891).
@@ -50,6 +54,7 @@ pub mod rrtype {
     pub const NS: u16 = 2;
     pub const CNAME: u16 = 5;
     pub const SOA: u16 = 6;
+    pub const TXT: u16 = 16;
     pub const AAAA: u16 = 28;
     pub const SRV: u16 = 33;
     pub const OPT: u16 = 41;
@@ -85,6 +90,8 @@ pub struct ZoneParams {
     pub ttl: u32,
     /// SOA minimum and negative-answer TTL, seconds.
     pub negative_ttl: u32,
+    /// The gRPC service configs served at `_grpc_config.` names.
+    pub grpc: GrpcConfigs,
 }
 
 impl ZoneParams {
@@ -113,6 +120,82 @@ impl ZoneParams {
     /// TTL of the SOA in negative answers: RFC 2308 §3, min(ttl, minimum).
     pub fn negative_soa_ttl(&self) -> u32 {
         self.ttl.min(self.negative_ttl)
+    }
+}
+
+/// The gRPC service configs (gRFC A2) the zone serves as TXT at
+/// `_grpc_config.<service>` and `_grpc_config.<port name>`: a default and
+/// per-service overrides by service-key glob, the first matching override
+/// winning. Each config is encoded once, at start, as its whole TXT
+/// record; services share it.
+#[derive(Debug, Clone, Default)]
+pub struct GrpcConfigs {
+    default: Option<Arc<ServiceConfigTxt>>,
+    overrides: Vec<(Patterns, Option<Arc<ServiceConfigTxt>>)>,
+}
+
+/// One service config and its TXT record, ready to copy.
+#[derive(Debug)]
+pub struct ServiceConfigTxt {
+    config: ServiceConfig,
+    /// The TXT record, its owner a pointer to the question.
+    txt: WireRrs,
+}
+
+impl ServiceConfigTxt {
+    fn new(config: ServiceConfig, ttl: u32) -> Arc<ServiceConfigTxt> {
+        let mut txt = WireBuilder::default();
+        txt.push(
+            &[&pointer(QNAME_OFFSET)],
+            rrtype::TXT,
+            ttl,
+            &[&config.txt_rdata()],
+        );
+        Arc::new(ServiceConfigTxt {
+            config,
+            txt: txt.finish(),
+        })
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The TXT record.
+    pub fn txt(&self) -> &WireRrs {
+        &self.txt
+    }
+}
+
+impl GrpcConfigs {
+    /// `default` for every service no override matches; `overrides` are
+    /// (service-key glob, config or `None` for no record), first match
+    /// wins. `ttl` is the TXT record's TTL.
+    pub fn new(
+        default: Option<ServiceConfig>,
+        overrides: Vec<(String, Option<ServiceConfig>)>,
+        ttl: u32,
+    ) -> Result<GrpcConfigs, String> {
+        let overrides = overrides
+            .into_iter()
+            .map(|(glob, config)| {
+                let pattern = Patterns::new(&[&glob]).map_err(|e| format!("{glob:?}: {e}"))?;
+                Ok((pattern, config.map(|c| ServiceConfigTxt::new(c, ttl))))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(GrpcConfigs {
+            default: default.map(|c| ServiceConfigTxt::new(c, ttl)),
+            overrides,
+        })
+    }
+
+    /// The config of the service with key `service` (lower-case), if any.
+    pub fn for_service(&self, service: &str) -> Option<Arc<ServiceConfigTxt>> {
+        self.overrides
+            .iter()
+            .find(|(pattern, _)| pattern.matches(service))
+            .map_or(self.default.as_ref(), |(_, config)| config.as_ref())
+            .cloned()
     }
 }
 
@@ -244,8 +327,8 @@ pub fn write_rr(out: &mut Vec<u8>, owner: &[&[u8]], rtype: u16, ttl: u32, rdata:
     out.extend_from_slice(&rrtype::IN.to_be_bytes());
     out.extend_from_slice(&ttl.to_be_bytes());
     let rdlen: usize = rdata.iter().map(|part| part.len()).sum();
-    // RDATA here is an address, an SRV, a SOA or a name: at most a few
-    // hundred octets, far below 65535.
+    // RDATA here is an address, an SRV, a SOA, a name, or a TXT of at
+    // most MAX_SERVICE_CONFIG_LEN plus a little: far below 65535.
     out.extend_from_slice(&(rdlen as u16).to_be_bytes());
     for part in rdata {
         out.extend_from_slice(part);
@@ -349,6 +432,11 @@ pub struct Service {
     grpc_srv: WireRrs,
     /// Glue for `grpc_srv`.
     grpc_glue: WireRrs,
+    /// One port name per distinct port, by port number.
+    ports: Box<[PortName]>,
+    /// The gRPC service config at `_grpc_config.<service>` (and at its
+    /// port names), if one applies.
+    grpc_config: Option<Arc<ServiceConfigTxt>>,
     /// Rotates the order of records between responses: one counter for
     /// the address sets and one for the SRV sets, so that queries of one
     /// kind advance through its records without gaps left by the other
@@ -390,6 +478,27 @@ impl Service {
         self.instances.len()
     }
 
+    /// The port names, by port number.
+    pub fn ports(&self) -> &[PortName] {
+        &self.ports
+    }
+
+    /// The port name with `label` (`port-8001`), lower-case.
+    pub fn port(&self, label: &str) -> Option<&PortName> {
+        self.ports.iter().find(|port| &*port.label == label)
+    }
+
+    /// True when its instances listen on more than one port, so that its
+    /// A and AAAA records alone send some clients to the wrong port.
+    pub fn has_several_ports(&self) -> bool {
+        self.ports.len() > 1
+    }
+
+    /// The gRPC service config served for it, if any.
+    pub fn grpc_config(&self) -> Option<&ServiceConfigTxt> {
+        self.grpc_config.as_deref()
+    }
+
     /// The instance with `label`, lower-case.
     pub fn instance(&self, label: &str) -> Option<&Instance> {
         let index = *self.labels.get(label)?;
@@ -416,6 +525,66 @@ impl Service {
     }
 }
 
+/// `port-<port>.<service>`: the instances of a service that listen on one
+/// port, for clients that take the port from elsewhere (a gRPC target
+/// carries one) and must only get addresses that listen on it.
+#[derive(Debug)]
+pub struct PortName {
+    port: u16,
+    /// `port-8001`.
+    label: Box<str>,
+    instances: u32,
+    /// A, AAAA and SRV of the instances on this port; `None` when every
+    /// instance of the service listens on it, and the service's own sets
+    /// are the same bytes (owners point at the question either way).
+    own: Option<Box<PortSets>>,
+    /// Glue of the SRV targets: owners `<label>` plus a pointer to the
+    /// service name inside a `port-<port>.<service>` question.
+    glue: WireRrs,
+}
+
+#[derive(Debug)]
+struct PortSets {
+    a: WireRrs,
+    aaaa: WireRrs,
+    srv: WireRrs,
+}
+
+impl PortName {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn instance_count(&self) -> usize {
+        self.instances as usize
+    }
+
+    pub fn a<'s>(&'s self, service: &'s Service) -> &'s WireRrs {
+        self.own.as_ref().map_or(&service.a, |own| &own.a)
+    }
+
+    pub fn aaaa<'s>(&'s self, service: &'s Service) -> &'s WireRrs {
+        self.own.as_ref().map_or(&service.aaaa, |own| &own.aaaa)
+    }
+
+    pub fn srv<'s>(&'s self, service: &'s Service) -> &'s WireRrs {
+        self.own.as_ref().map_or(&service.srv, |own| &own.srv)
+    }
+
+    pub fn glue(&self) -> &WireRrs {
+        &self.glue
+    }
+}
+
+/// The label of the port name for `port`.
+pub fn port_label(port: u16) -> String {
+    format!("{PORT_LABEL_PREFIX}{port}")
+}
+
 /// What a name is in the zone.
 #[derive(Debug, Clone, Copy)]
 pub enum Lookup<'a> {
@@ -427,6 +596,11 @@ pub enum Lookup<'a> {
     GrpcService(&'a Service),
     /// `<instance label>.<service>.<zone>`.
     Instance(&'a Service, &'a Instance),
+    /// `port-<port>.<service>.<zone>`.
+    Port(&'a Service, &'a PortName),
+    /// `_grpc_config.<service or port name>.<zone>` of a service that has
+    /// a gRPC service config.
+    GrpcConfig(&'a ServiceConfigTxt),
     /// A name that exists only because names below it do (RFC 8020 ENT).
     EmptyNonTerminal,
     /// No such name.
@@ -446,6 +620,8 @@ pub struct ZoneSnapshot {
     /// exist only as ancestors of services (`rpc` when `sms.rpc` exists).
     ents: imbl::HashMap<Arc<str>, u32>,
     instances: usize,
+    /// Services whose instances listen on more than one port.
+    several_ports: usize,
 }
 
 impl ZoneSnapshot {
@@ -457,6 +633,7 @@ impl ZoneSnapshot {
             services: imbl::HashMap::new(),
             ents: imbl::HashMap::new(),
             instances: 0,
+            several_ports: 0,
         }
     }
 
@@ -485,6 +662,11 @@ impl ZoneSnapshot {
 
     pub fn instance_count(&self) -> usize {
         self.instances
+    }
+
+    /// How many services have instances on more than one port.
+    pub fn several_ports_count(&self) -> usize {
+        self.several_ports
     }
 
     /// Looks a service up by its key (`sms.rpc`), lower-case.
@@ -556,11 +738,21 @@ impl ZoneSnapshot {
         {
             return Lookup::GrpcService(service);
         }
+        if let Some(target) = relative
+            .strip_prefix(GRPC_CONFIG_LABEL)
+            .and_then(|rest| rest.strip_prefix('.'))
+            && let Some(config) = self.grpc_config_of(target)
+        {
+            return Lookup::GrpcConfig(config);
+        }
         if let Some((first, rest)) = relative.split_once('.')
             && let Some(service) = self.services.get(rest)
         {
             if let Some(instance) = service.instance(first) {
                 return Lookup::Instance(service, instance);
+            }
+            if let Some(port) = service.port(first) {
+                return Lookup::Port(service, port);
             }
             // `_tcp.<service>` exists because `_grpc._tcp.<service>` does.
             if first == "_tcp" {
@@ -571,6 +763,21 @@ impl ZoneSnapshot {
             return Lookup::EmptyNonTerminal;
         }
         Lookup::NxDomain
+    }
+
+    /// The gRPC service config a client targeting `target` (a service or
+    /// a port name, relative and lower-case) gets, if any.
+    fn grpc_config_of(&self, target: &str) -> Option<&ServiceConfigTxt> {
+        let service = match self.services.get(target) {
+            Some(service) => service,
+            None => {
+                let (first, rest) = target.split_once('.')?;
+                let service = self.services.get(rest)?;
+                service.port(first)?;
+                service
+            }
+        };
+        service.grpc_config()
     }
 
     /// JSON for `/debug/zone`: every service with its instances.
@@ -601,10 +808,30 @@ impl ZoneSnapshot {
                         })
                     })
                     .collect();
+                let ports: Vec<serde_json::Value> = service
+                    .ports
+                    .iter()
+                    .map(|port| {
+                        json!({
+                            "port": port.port,
+                            "name": format!("{}.{}.{}", port.label, service.key, origin),
+                            "instances": port.instances,
+                        })
+                    })
+                    .collect();
+                let grpc_config = service.grpc_config().map(|config| {
+                    json!({
+                        "name": format!("{GRPC_CONFIG_LABEL}.{}.{}", service.key, origin),
+                        "service_config": config.config().to_value(),
+                    })
+                });
                 json!({
                     "service": &*service.key,
                     "name": format!("{}.{}", service.key, origin),
                     "instances": instances,
+                    "ports": ports,
+                    "several_ports": service.has_several_ports(),
+                    "grpc_config": grpc_config,
                 })
             })
             .collect();
@@ -614,6 +841,7 @@ impl ZoneSnapshot {
             "revision": self.revision,
             "service_count": self.service_count(),
             "instance_count": self.instance_count(),
+            "several_ports_count": self.several_ports,
             "services": services,
         })
     }
@@ -676,6 +904,16 @@ pub enum ServiceChange {
     Disappeared(String),
 }
 
+/// A service whose instances came to listen on several ports, or back on
+/// one, for the one warning per such change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortsChange {
+    /// Its instances now listen on these ports (more than one).
+    Several { service: String, ports: Vec<u16> },
+    /// All of them listen on this one port again.
+    One { service: String, port: u16 },
+}
+
 /// The single writer. Changes are staged and become visible on `publish`.
 #[derive(Debug)]
 pub struct ZoneWriter {
@@ -685,6 +923,9 @@ pub struct ZoneWriter {
     services: HashMap<String, BTreeMap<Box<[u8]>, Endpoint>>,
     /// Services touched since the last publish.
     dirty: HashSet<String>,
+    /// Services last reported on several ports ([`PortsChange`]); kept
+    /// across full re-reads so that a re-read does not warn again.
+    several_ports: HashSet<String>,
     /// What readers will see next.
     staged: ZoneSnapshot,
 }
@@ -698,6 +939,7 @@ impl ZoneWriter {
             store,
             services: HashMap::new(),
             dirty: HashSet::new(),
+            several_ports: HashSet::new(),
             staged,
         }
     }
@@ -762,6 +1004,8 @@ impl ZoneWriter {
         for (key, registration) in registrations {
             self.upsert(&key, registration);
         }
+        let services = &self.services;
+        self.several_ports.retain(|key| services.contains_key(key));
         let instances = self.services.values().map(BTreeMap::len).sum();
         (self.services.len(), instances)
     }
@@ -771,16 +1015,19 @@ impl ZoneWriter {
         self.staged.revision = revision;
     }
 
-    /// Makes the staged zone visible to readers.
-    pub fn publish(&mut self) {
-        self.rebuild_dirty();
+    /// Makes the staged zone visible to readers. Returns the services that
+    /// came to listen on several ports or went back to one.
+    pub fn publish(&mut self) -> Vec<PortsChange> {
+        let changes = self.rebuild_dirty();
         self.store.current.store(Arc::new(self.staged.clone()));
+        changes
     }
 
     /// Rebuilds the published form of every dirty service.
-    fn rebuild_dirty(&mut self) {
+    fn rebuild_dirty(&mut self) -> Vec<PortsChange> {
+        let mut changes = Vec::new();
         if self.dirty.is_empty() {
-            return;
+            return changes;
         }
         let mut dirty = std::mem::take(&mut self.dirty);
         // A service appearing or disappearing changes which label an
@@ -800,21 +1047,43 @@ impl ZoneWriter {
                 Some(instances) => {
                     let service = Arc::new(self.build_service(&key, instances));
                     let count = service.instance_count();
-                    let key: Arc<str> = Arc::from(key.as_str());
-                    match self.staged.services.insert(key.clone(), service) {
-                        Some(old) => self.staged.instances -= old.instance_count(),
-                        None => self.add_ents(&key),
+                    let ports: Vec<u16> = service.ports().iter().map(PortName::port).collect();
+                    let shared: Arc<str> = Arc::from(key.as_str());
+                    match self.staged.services.insert(shared.clone(), service) {
+                        Some(old) => {
+                            self.staged.instances -= old.instance_count();
+                            self.staged.several_ports -= usize::from(old.has_several_ports());
+                        }
+                        None => self.add_ents(&shared),
                     }
                     self.staged.instances += count;
+                    self.staged.several_ports += usize::from(ports.len() > 1);
+                    if ports.len() > 1 && !self.several_ports.contains(&key) {
+                        self.several_ports.insert(key.clone());
+                        changes.push(PortsChange::Several {
+                            service: key,
+                            ports,
+                        });
+                    } else if ports.len() == 1 && self.several_ports.remove(&key) {
+                        changes.push(PortsChange::One {
+                            service: key,
+                            port: ports[0],
+                        });
+                    }
                 }
                 None => {
                     if let Some(old) = self.staged.services.remove(key.as_str()) {
                         self.staged.instances -= old.instance_count();
+                        self.staged.several_ports -= usize::from(old.has_several_ports());
                         self.remove_ents(&key);
                     }
+                    // A service that went away is logged as such; should it
+                    // come back on several ports, that is news again.
+                    self.several_ports.remove(&key);
                 }
             }
         }
+        changes
     }
 
     /// Counts `key`'s ancestors below the apex as empty non-terminals.
@@ -850,18 +1119,30 @@ impl ZoneWriter {
         // before 1.22 rejects the whole answer when it meets one.
         let service_wire = host_wire(&format!("{key}.{}", self.origin_text));
 
+        // Ports first: a port name keeps its label, and an instance whose
+        // id would give the same label takes its hashed one (as when a
+        // service name and an instance name coincide, SPEC §3).
+        let mut per_port: BTreeMap<u16, u32> = BTreeMap::new();
+        for endpoint in instances.values() {
+            *per_port.entry(endpoint.port()).or_default() += 1;
+        }
+        let several = per_port.len() > 1;
+        let mut ports: BTreeMap<u16, PortBuilder> = per_port
+            .iter()
+            .map(|(&port, &count)| (port, PortBuilder::new(port, count, several)))
+            .collect();
+
         let mut labels: HashMap<Box<str>, u32> = HashMap::with_capacity(instances.len());
         let mut published = Vec::with_capacity(instances.len());
-        let mut seen_addrs: HashSet<IpAddr> = HashSet::new();
-        let (mut a, mut aaaa) = (WireBuilder::default(), WireBuilder::default());
-        let (mut srv, mut glue) = (WireBuilder::default(), WireBuilder::default());
+        let mut sets = SetsBuilder::default();
+        let mut glue = WireBuilder::default();
         let (mut grpc_srv, mut grpc_glue) = (WireBuilder::default(), WireBuilder::default());
 
         for (etcd_key, endpoint) in instances {
             // The natural label unless another key of this service took it
-            // first (ids differing only in letter case) or a service of
-            // that name exists (SPEC §3: the service wins, the instance
-            // takes its hash).
+            // first (ids differing only in letter case), a service of that
+            // name exists (SPEC §3: the service wins, the instance takes
+            // its hash), or it is one of the service's port names.
             let natural = etcd_key
                 .iter()
                 .position(|&b| b == b'/')
@@ -870,48 +1151,55 @@ impl ZoneWriter {
                 .filter(|natural| {
                     !labels.contains_key(natural.as_str())
                         && !self.services.contains_key(&format!("{natural}.{key}"))
+                        && !ports.values().any(|port| port.label == *natural)
                 });
             let label = natural.unwrap_or_else(|| registration::hashed_label(etcd_key));
             let label_wire = label_wire(&label);
             labels.insert(label.into_boxed_str(), published.len() as u32);
 
-            let port = endpoint.port().to_be_bytes();
-            let head = [SRV_PRIORITY.to_be_bytes(), SRV_WEIGHT.to_be_bytes(), port].concat();
-            match endpoint {
-                Endpoint::Ip { addr, .. } => {
+            // SRV RDATA: priority, weight, port, then the target: the
+            // instance name, or a host-name value as it is.
+            let head = [
+                SRV_PRIORITY.to_be_bytes(),
+                SRV_WEIGHT.to_be_bytes(),
+                endpoint.port().to_be_bytes(),
+            ]
+            .concat();
+            let host_target;
+            let srv_rdata: [&[u8]; 3] = match endpoint {
+                Endpoint::Ip { .. } => [&head, &label_wire, &service_wire],
+                Endpoint::Host { name, .. } => {
+                    host_target = host_wire(name);
+                    [&head, &host_target, &[]]
+                }
+            };
+            sets.add(endpoint, &srv_rdata, ttl);
+            grpc_srv.push(&[&at_question], rrtype::SRV, ttl, &srv_rdata);
+            // Every port of the service has a builder: they were made from
+            // these endpoints.
+            let port = ports.get_mut(&endpoint.port());
+            if let Endpoint::Ip { addr, .. } = endpoint {
+                let (rtype, octets) = address_rdata(addr);
+                glue.push(&[&label_wire, &at_question], rtype, ttl, &[octets.as_ref()]);
+                grpc_glue.push(
+                    &[&label_wire, &at_grpc_service],
+                    rtype,
+                    ttl,
+                    &[octets.as_ref()],
+                );
+            }
+            if let Some(port) = port {
+                if let Some(own) = port.own.as_mut() {
+                    own.add(endpoint, &srv_rdata, ttl);
+                }
+                if let Endpoint::Ip { addr, .. } = endpoint {
                     let (rtype, octets) = address_rdata(addr);
-                    if seen_addrs.insert(*addr) {
-                        let set = if rtype == rrtype::A {
-                            &mut a
-                        } else {
-                            &mut aaaa
-                        };
-                        set.push(&[&at_question], rtype, ttl, &[octets.as_ref()]);
-                    }
-                    srv.push(
-                        &[&at_question],
-                        rrtype::SRV,
-                        ttl,
-                        &[&head, &label_wire, &service_wire],
-                    );
-                    glue.push(&[&label_wire, &at_question], rtype, ttl, &[octets.as_ref()]);
-                    grpc_srv.push(
-                        &[&at_question],
-                        rrtype::SRV,
-                        ttl,
-                        &[&head, &label_wire, &service_wire],
-                    );
-                    grpc_glue.push(
-                        &[&label_wire, &at_grpc_service],
+                    port.glue.push(
+                        &[&label_wire, &port.at_service],
                         rtype,
                         ttl,
                         &[octets.as_ref()],
                     );
-                }
-                Endpoint::Host { name, .. } => {
-                    let target = host_wire(name);
-                    srv.push(&[&at_question], rrtype::SRV, ttl, &[&head, &target]);
-                    grpc_srv.push(&[&at_question], rrtype::SRV, ttl, &[&head, &target]);
                 }
             }
             published.push(Instance {
@@ -919,17 +1207,97 @@ impl ZoneWriter {
                 endpoint: endpoint.clone(),
             });
         }
+        let (a, aaaa, srv) = sets.finish();
         Service {
             key: Arc::from(key),
             instances: published.into(),
             labels,
-            a: a.finish(),
-            aaaa: aaaa.finish(),
-            srv: srv.finish(),
+            a,
+            aaaa,
+            srv,
             glue: glue.finish(),
             grpc_srv: grpc_srv.finish(),
             grpc_glue: grpc_glue.finish(),
+            ports: ports.into_values().map(PortBuilder::finish).collect(),
+            grpc_config: self.staged.params.grpc.for_service(key),
             rotation: [AtomicUsize::new(0), AtomicUsize::new(0)],
+        }
+    }
+}
+
+/// The A, AAAA and SRV sets of a service, or of one of its ports, while
+/// they are built.
+#[derive(Default)]
+struct SetsBuilder {
+    a: WireBuilder,
+    aaaa: WireBuilder,
+    srv: WireBuilder,
+    /// Addresses already in `a` or `aaaa`: one record per distinct address.
+    seen: HashSet<IpAddr>,
+}
+
+impl SetsBuilder {
+    /// Adds one instance: its address, when not already there, and its
+    /// SRV record with `srv_rdata`.
+    fn add(&mut self, endpoint: &Endpoint, srv_rdata: &[&[u8]], ttl: u32) {
+        let at_question = pointer(QNAME_OFFSET);
+        if let Endpoint::Ip { addr, .. } = endpoint
+            && self.seen.insert(*addr)
+        {
+            let (rtype, octets) = address_rdata(addr);
+            let set = if rtype == rrtype::A {
+                &mut self.a
+            } else {
+                &mut self.aaaa
+            };
+            set.push(&[&at_question], rtype, ttl, &[octets.as_ref()]);
+        }
+        self.srv.push(&[&at_question], rrtype::SRV, ttl, srv_rdata);
+    }
+
+    fn finish(self) -> (WireRrs, WireRrs, WireRrs) {
+        (self.a.finish(), self.aaaa.finish(), self.srv.finish())
+    }
+}
+
+/// One port name while it is built.
+struct PortBuilder {
+    port: u16,
+    label: String,
+    instances: u32,
+    /// A pointer to the service name inside a `port-<port>.<service>`
+    /// question: past the header and the port label.
+    at_service: [u8; 2],
+    /// The port's own sets; only when the service has several ports.
+    own: Option<SetsBuilder>,
+    glue: WireBuilder,
+}
+
+impl PortBuilder {
+    fn new(port: u16, instances: u32, several: bool) -> PortBuilder {
+        let label = port_label(port);
+        // `port-65535` is 10 octets: the offset stays far below 2^14.
+        let at_service = pointer(QNAME_OFFSET + 1 + label.len() as u16);
+        PortBuilder {
+            port,
+            label,
+            instances,
+            at_service,
+            own: several.then(Default::default),
+            glue: WireBuilder::default(),
+        }
+    }
+
+    fn finish(self) -> PortName {
+        PortName {
+            port: self.port,
+            label: self.label.into_boxed_str(),
+            instances: self.instances,
+            own: self.own.map(|own| {
+                let (a, aaaa, srv) = own.finish();
+                Box::new(PortSets { a, aaaa, srv })
+            }),
+            glue: self.glue.finish(),
         }
     }
 }
@@ -961,6 +1329,7 @@ pub(crate) mod testing {
             origin: Name::from_ascii("svc.local.").unwrap(),
             ttl: 5,
             negative_ttl,
+            grpc: Default::default(),
         }));
         let mut writer = ZoneWriter::new(store.clone());
         for (key, value) in entries {
@@ -1044,6 +1413,7 @@ mod tests {
             origin: Name::from_ascii("svc.local.").unwrap(),
             ttl: 5,
             negative_ttl: 3,
+            grpc: Default::default(),
         }))
     }
 
@@ -1260,6 +1630,7 @@ mod tests {
             origin: name("Svc.Local."),
             ttl: 5,
             negative_ttl: 9,
+            grpc: Default::default(),
         };
         assert_eq!(&*params.origin_wire(), b"\x03svc\x05local\x00");
         assert_eq!(params.origin_text(), "svc.local");
