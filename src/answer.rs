@@ -674,6 +674,144 @@ mod tests {
     }
 
     #[test]
+    fn grpc_config_txt_is_one_record_of_255_octet_strings() {
+        let methods: Vec<String> = (0..30)
+            .map(|i| format!(r#"{{"service":"pkg.Service{i}"}}"#))
+            .collect();
+        let big = format!(
+            r#"{{"loadBalancingConfig":[{{"round_robin":{{}}}}],"methodConfig":[{{"name":[{}],"timeout":"1s"}}]}}"#,
+            methods.join(",")
+        );
+        let grpc = crate::zone::testing::grpc(&[("big.rpc", Some(&big))]);
+        let store = crate::zone::testing::zone_with(
+            grpc,
+            3,
+            7,
+            &[
+                ("sms.rpc/1", "10.0.0.5:8001"),
+                ("big.rpc/1", "10.0.0.6:8001"),
+            ],
+        );
+        let (_, m, _) = ask(
+            &store,
+            &query("_GRPC_config.SMS.rpc.svc.local.", RecordType::TXT, None),
+            None,
+        );
+        assert!(m.metadata.authoritative);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].ttl, 5);
+        let RData::TXT(txt) = &m.answers[0].data else {
+            panic!("not TXT: {:?}", m.answers[0])
+        };
+        let joined: Vec<u8> = txt
+            .txt_data
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect();
+        assert_eq!(
+            String::from_utf8(joined).unwrap(),
+            r#"grpc_config=[{"serviceConfig":{"loadBalancingConfig":[{"round_robin":{}}]}}]"#
+        );
+        let (_, any, _) = ask(
+            &store,
+            &query("_grpc_config.sms.rpc.svc.local.", RecordType::ANY, None),
+            None,
+        );
+        assert_eq!(any.answers, m.answers, "ANY gets the TXT");
+        let (_, nodata, _) = ask(
+            &store,
+            &query("_grpc_config.sms.rpc.svc.local.", RecordType::A, None),
+            None,
+        );
+        assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
+        assert!(nodata.answers.is_empty() && nodata.authorities.len() == 1);
+
+        // A config too large for 512 octets: TC over UDP, whole over TCP.
+        let packet = query("_grpc_config.big.rpc.svc.local.", RecordType::TXT, None);
+        let (outcome, udp, _) = ask(&store, &packet, None);
+        assert!(udp.metadata.truncation && udp.answers.is_empty());
+        assert!(matches!(
+            outcome,
+            Outcome::Answered {
+                truncated: true,
+                ..
+            }
+        ));
+        let (_, tcp, _) = ask(&store, &packet, Some(MAX_MESSAGE));
+        let RData::TXT(txt) = &tcp.answers[0].data else {
+            panic!("not TXT")
+        };
+        assert!(txt.txt_data.len() > 2, "several character-strings");
+        assert!(txt.txt_data.iter().all(|s| s.len() <= 255));
+        let joined: Vec<u8> = txt
+            .txt_data
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect();
+        let text = String::from_utf8(joined).unwrap();
+        let choices: serde_json::Value =
+            serde_json::from_str(text.strip_prefix("grpc_config=").unwrap()).unwrap();
+        assert_eq!(
+            choices[0]["serviceConfig"]["methodConfig"][0]["name"][29]["service"],
+            "pkg.Service29"
+        );
+    }
+
+    #[test]
+    fn port_names_answer_their_instances_with_glue_below_the_service() {
+        let store = crate::zone::testing::zone(
+            3,
+            7,
+            &[
+                ("sms.rpc/1", "10.0.0.1:8001"),
+                ("sms.rpc/2", "10.0.0.2:8002"),
+                ("sms.rpc/3", "[fd00::3]:8002"),
+            ],
+        );
+        let (_, a, _) = ask(
+            &store,
+            &query("Port-8002.sms.rpc.svc.local.", RecordType::A, None),
+            None,
+        );
+        assert_eq!(a_of(&a.answers), vec![std::net::Ipv4Addr::new(10, 0, 0, 2)]);
+        assert_eq!(a.answers[0].name.to_ascii(), "Port-8002.sms.rpc.svc.local.");
+        let (_, srv, _) = ask(
+            &store,
+            &query("port-8002.sms.rpc.svc.local.", RecordType::SRV, None),
+            None,
+        );
+        let mut targets: Vec<String> = srv
+            .answers
+            .iter()
+            .map(|r| match &r.data {
+                RData::SRV(srv) => format!("{} {}", srv.port, srv.target),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        targets.sort();
+        assert_eq!(
+            targets,
+            ["8002 2.sms.rpc.svc.local.", "8002 3.sms.rpc.svc.local."]
+        );
+        let mut glue: Vec<String> = srv.additionals.iter().map(|r| r.name.to_ascii()).collect();
+        glue.sort();
+        assert_eq!(
+            glue,
+            ["2.sms.rpc.svc.local.", "3.sms.rpc.svc.local."],
+            "glue owners are the instance names, not below the port name"
+        );
+        let (_, none, _) = ask(
+            &store,
+            &query("port-8001.sms.rpc.svc.local.", RecordType::AAAA, None),
+            None,
+        );
+        assert!(
+            none.answers.is_empty() && none.authorities.len() == 1,
+            "NODATA"
+        );
+    }
+
+    #[test]
     fn rotation_changes_the_first_record() {
         let store = zone();
         let packet = query("sms.rpc.svc.local.", RecordType::SRV, None);

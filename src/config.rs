@@ -1722,6 +1722,11 @@ mod tests {
         assert_eq!(config.http.listen, "127.0.0.1:9153".parse().unwrap());
         assert_eq!(config.log.level, "info");
         assert_eq!(config.log.format, LogFormat::Text);
+        assert_eq!(
+            config.grpc.service_config.as_ref().map(ServiceConfig::json),
+            Some(DEFAULT_SERVICE_CONFIG)
+        );
+        assert!(config.grpc.overrides.is_empty());
         // Every default passes the same validation as user input.
         assert_eq!(parse("").unwrap(), config);
         assert_eq!(parse("# only a comment\n").unwrap(), config);
@@ -2431,6 +2436,82 @@ mod tests {
     }
 
     #[test]
+    fn grpc_service_configs_are_json_strings_or_off() {
+        let config = parse(
+            "grpc:\n  service_config: |\n    {\"loadBalancingConfig\": [\n      {\"round_robin\": {}}]}\n  overrides:\n    - pattern: \"legacy.*\"\n      service_config: off\n    - pattern: pay.rpc\n      service_config: '{\"loadBalancingPolicy\": \"pick_first\"}'\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.grpc.service_config.as_ref().map(ServiceConfig::json),
+            Some(DEFAULT_SERVICE_CONFIG),
+            "a block scalar, made compact"
+        );
+        assert_eq!(config.grpc.overrides.len(), 2);
+        assert_eq!(config.grpc.overrides[0].pattern, "legacy.*");
+        assert_eq!(config.grpc.overrides[0].service_config, None);
+        assert_eq!(
+            config.grpc.overrides[1]
+                .service_config
+                .as_ref()
+                .map(ServiceConfig::json),
+            Some(r#"{"loadBalancingPolicy":"pick_first"}"#)
+        );
+        let off = parse("grpc:\n  service_config: off\n  overrides: []\n").unwrap();
+        assert_eq!(off.grpc.service_config, None);
+        assert!(off.grpc.overrides.is_empty());
+    }
+
+    #[test]
+    fn bad_grpc_service_configs_name_key_and_line() {
+        rejects(
+            "dns:\n  ttl: 5\ngrpc:\n  service_config: '{\"loadBalancingConfig\": [{\"rr\": {}}]}'\n",
+            "grpc.service_config",
+            4,
+            "invalid gRPC service config: loadBalancingConfig: none of [\"rr\"]",
+        );
+        rejects(
+            "grpc:\n  service_config: '{\"loadBalancingConfig\": '\n",
+            "grpc.service_config",
+            2,
+            "not valid JSON",
+        );
+        rejects(
+            "grpc:\n  service_config: {\"loadBalancingConfig\": [{\"round_robin\": {}}]}\n",
+            "grpc.service_config",
+            2,
+            "quote it",
+        );
+        rejects(
+            "grpc:\n  service_config: 5\n",
+            "grpc.service_config",
+            2,
+            "expected a JSON service config in a string, or off, found 5",
+        );
+        rejects(
+            "grpc:\n  overrides:\n    - pattern: a.rpc\n      service_config: off\n    - pattern: b/rpc\n      service_config: off\n",
+            "grpc.overrides[1].pattern",
+            5,
+            "cannot contain `/`",
+        );
+        rejects(
+            "grpc:\n  overrides:\n    - pattern: a.rpc\n",
+            "grpc.overrides[0].service_config",
+            3,
+            "required in every override",
+        );
+        rejects(
+            "grpc:\n  overrides:\n    - pattern: a.rpc\n      service_config: '[]'\n",
+            "grpc.overrides[0].service_config",
+            4,
+            "expected a JSON object, found a list",
+        );
+        let e = err("grpc:\n  overrides:\n    - pattern: a.rpc\n      servce_config: off\n");
+        assert_eq!(e.line(), Some(4), "{e}");
+        assert!(e.to_string().contains("servce_config"), "{e}");
+        assert!(e.to_string().contains("unknown key"), "{e}");
+    }
+
+    #[test]
     fn missing_file_is_a_read_error() {
         let e = load(&cli(&["--config", "/nonexistent/rpcdns.yaml"])).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/rpcdns.yaml"), "{e}");
@@ -2441,7 +2522,7 @@ mod tests {
 
     #[test]
     fn redacted_yaml_round_trips_and_hides_the_password() {
-        let text = "etcd:\n  endpoints: [\"a:1\"]\n  prefix: \"pre\\\"fix\"\n  username: root\n  password: hunter2\n  tls:\n    ca_file: ca.pem\n    cert_file: c.pem\n    key_file: k.pem\n  dial_timeout: 1500ms\ndns:\n  zone: x.\n  upstream: [\"10.0.0.1\"]\n  allow_recursion_from: []\nlog:\n  format: json\n";
+        let text = "etcd:\n  endpoints: [\"a:1\"]\n  prefix: \"pre\\\"fix\"\n  username: root\n  password: hunter2\n  tls:\n    ca_file: ca.pem\n    cert_file: c.pem\n    key_file: k.pem\n  dial_timeout: 1500ms\ndns:\n  zone: x.\n  upstream: [\"10.0.0.1\"]\n  allow_recursion_from: []\nlog:\n  format: json\ngrpc:\n  service_config: off\n  overrides:\n    - pattern: \"pay.*\"\n      service_config: '{\"loadBalancingPolicy\": \"round_robin\"}'\n    - pattern: x.rpc\n      service_config: off\n";
         let config = parse(text).unwrap();
         let yaml = config.to_redacted_yaml();
         assert!(!yaml.contains("hunter2"), "{yaml}");
@@ -2454,7 +2535,12 @@ mod tests {
         assert_eq!(back, config);
         // Defaults print every key, and come back unchanged.
         let defaults = Config::default().to_redacted_yaml();
-        for key in ETCD_KEYS.iter().chain(DNS_KEYS).chain(LOG_KEYS) {
+        for key in ETCD_KEYS
+            .iter()
+            .chain(DNS_KEYS)
+            .chain(LOG_KEYS)
+            .chain(GRPC_KEYS)
+        {
             assert!(
                 defaults.contains(&format!("  {key}:")),
                 "{key} missing:\n{defaults}"

@@ -1325,11 +1325,21 @@ pub(crate) mod testing {
         revision: i64,
         entries: &[(&str, &str)],
     ) -> Arc<ZoneStore> {
+        zone_with(GrpcConfigs::default(), negative_ttl, revision, entries)
+    }
+
+    /// [`zone`] serving `grpc`.
+    pub(crate) fn zone_with(
+        grpc: GrpcConfigs,
+        negative_ttl: u32,
+        revision: i64,
+        entries: &[(&str, &str)],
+    ) -> Arc<ZoneStore> {
         let store = Arc::new(ZoneStore::new(ZoneParams {
             origin: Name::from_ascii("svc.local.").unwrap(),
             ttl: 5,
             negative_ttl,
-            grpc: Default::default(),
+            grpc,
         }));
         let mut writer = ZoneWriter::new(store.clone());
         for (key, value) in entries {
@@ -1342,6 +1352,21 @@ pub(crate) mod testing {
         writer.set_revision(revision);
         writer.publish();
         store
+    }
+
+    /// The default service config for every service, and `overrides`
+    /// (glob, JSON or `None` for none).
+    pub(crate) fn grpc(overrides: &[(&str, Option<&str>)]) -> GrpcConfigs {
+        let parse = |json: &str| ServiceConfig::parse(json).unwrap();
+        GrpcConfigs::new(
+            Some(parse(crate::service_config::DEFAULT_SERVICE_CONFIG)),
+            overrides
+                .iter()
+                .map(|(glob, json)| (glob.to_string(), json.map(parse)))
+                .collect(),
+            5,
+        )
+        .unwrap()
     }
 
     /// A registration from a go-zero value, without the parser's checks.
@@ -1622,6 +1647,167 @@ mod tests {
         assert_eq!(first[12..16], [10, 0, 0, 2], "starts at record 4 % 3 = 1");
         assert_eq!(second[12..16], [10, 0, 0, 1]);
         assert_eq!(WireRrs::default().rotated(7), (&[][..], &[][..]));
+    }
+
+    #[test]
+    fn every_port_has_a_name_and_instance_ids_give_way_to_it() {
+        let store = store();
+        let mut writer = ZoneWriter::new(store.clone());
+        writer.upsert(b"sms.rpc/1", reg("sms.rpc", "1", "10.0.0.1:8001"));
+        writer.upsert(b"sms.rpc/2", reg("sms.rpc", "2", "10.0.0.2:8001"));
+        writer.upsert(
+            b"sms.rpc/port-8001",
+            reg("sms.rpc", "port-8001", "10.0.0.3:8001"),
+        );
+        assert!(writer.publish().is_empty(), "one port: nothing to report");
+        let snap = store.load();
+        let Lookup::Port(service, port) = snap.lookup_relative("port-8001.sms.rpc") else {
+            panic!("port name not found");
+        };
+        assert_eq!((port.port(), port.instance_count()), (8001, 3));
+        assert!(!service.has_several_ports());
+        assert!(
+            std::ptr::eq(port.a(service), service.a()),
+            "one port: the service's own set"
+        );
+        assert_eq!(port.glue().count(), 3);
+        // The instance whose id is the port name takes its hashed label.
+        let hashed = registration::hashed_label(b"sms.rpc/port-8001");
+        assert!(matches!(
+            snap.lookup_relative(&format!("{hashed}.sms.rpc")),
+            Lookup::Instance(..)
+        ));
+        for missing in ["port-8002.sms.rpc", "port-08001.sms.rpc", "port-.sms.rpc"] {
+            assert!(
+                matches!(snap.lookup_relative(missing), Lookup::NxDomain),
+                "{missing}"
+            );
+        }
+        // A service of the same name wins over the port name.
+        writer.upsert(
+            b"port-8001.sms.rpc/1",
+            reg("port-8001.sms.rpc", "1", "10.0.0.9:1"),
+        );
+        writer.publish();
+        assert!(matches!(
+            store.load().lookup_relative("port-8001.sms.rpc"),
+            Lookup::Service(_)
+        ));
+    }
+
+    #[test]
+    fn several_ports_get_their_own_sets_and_are_reported_once() {
+        let store = store();
+        let mut writer = ZoneWriter::new(store.clone());
+        writer.upsert(b"sms.rpc/1", reg("sms.rpc", "1", "10.0.0.1:8001"));
+        writer.upsert(b"sms.rpc/2", reg("sms.rpc", "2", "[fd00::2]:8002"));
+        writer.upsert(b"sms.rpc/3", reg("sms.rpc", "3", "sms-3.sms:8002"));
+        assert_eq!(
+            writer.publish(),
+            vec![PortsChange::Several {
+                service: "sms.rpc".into(),
+                ports: vec![8001, 8002]
+            }]
+        );
+        let snap = store.load();
+        assert_eq!(snap.several_ports_count(), 1);
+        let service = snap.service("sms.rpc").unwrap();
+        assert!(service.has_several_ports());
+        let [p8001, p8002] = service.ports() else {
+            panic!("two ports")
+        };
+        assert_eq!(
+            (p8001.a(service).count(), p8001.aaaa(service).count()),
+            (1, 0)
+        );
+        assert_eq!(p8001.srv(service).count(), 1);
+        assert_eq!(
+            (p8002.a(service).count(), p8002.aaaa(service).count()),
+            (0, 1)
+        );
+        assert_eq!(p8002.srv(service).count(), 2, "host-name instance too");
+        assert_eq!(p8002.glue().count(), 1, "no glue for a host name");
+
+        // Still several ports, also across a full re-read: no new report.
+        writer.upsert(b"sms.rpc/4", reg("sms.rpc", "4", "10.0.0.4:8003"));
+        assert!(writer.publish().is_empty());
+        let everything = [
+            ("sms.rpc/1", "10.0.0.1:8001"),
+            ("sms.rpc/2", "[fd00::2]:8002"),
+            ("sms.rpc/4", "10.0.0.4:8003"),
+        ]
+        .map(|(key, value)| {
+            let (service, id) = key.split_once('/').unwrap();
+            (key.as_bytes().to_vec(), reg(service, id, value))
+        });
+        writer.replace_all(everything.to_vec());
+        assert!(writer.publish().is_empty(), "a re-read is not news");
+        assert_eq!(store.load().several_ports_count(), 1);
+
+        writer.remove(b"sms.rpc/2");
+        writer.remove(b"sms.rpc/4");
+        assert_eq!(
+            writer.publish(),
+            vec![PortsChange::One {
+                service: "sms.rpc".into(),
+                port: 8001
+            }]
+        );
+        assert_eq!(store.load().several_ports_count(), 0);
+        // Gone, then back on several ports: reported again.
+        writer.remove(b"sms.rpc/1");
+        writer.publish();
+        writer.upsert(b"sms.rpc/1", reg("sms.rpc", "1", "10.0.0.1:8001"));
+        writer.upsert(b"sms.rpc/2", reg("sms.rpc", "2", "10.0.0.2:8002"));
+        assert_eq!(writer.publish().len(), 1);
+    }
+
+    #[test]
+    fn grpc_config_names_follow_services_ports_and_overrides() {
+        let grpc = testing::grpc(&[
+            ("legacy.*", None),
+            ("pay.rpc", Some(r#"{"loadBalancingPolicy":"pick_first"}"#)),
+            ("*.rpc", Some(r#"{"healthCheckConfig":{"serviceName":""}}"#)),
+        ]);
+        let store = testing::zone_with(
+            grpc,
+            5,
+            1,
+            &[
+                ("sms.rpc/1", "10.0.0.1:8001"),
+                ("legacy.sms.rpc/1", "10.0.0.2:8001"),
+                ("pay.rpc/1", "10.0.0.3:8001"),
+                ("other.svc/1", "10.0.0.4:8001"),
+            ],
+        );
+        let snap = store.load();
+        let json_at = |name: &str| match snap.lookup_relative(name) {
+            Lookup::GrpcConfig(config) => Some(config.config().json().to_owned()),
+            Lookup::NxDomain => None,
+            other => panic!("{name}: {other:?}"),
+        };
+        let health = Some(r#"{"healthCheckConfig":{"serviceName":""}}"#.to_owned());
+        assert_eq!(json_at("_grpc_config.sms.rpc"), health);
+        assert_eq!(json_at("_grpc_config.port-8001.sms.rpc"), health);
+        assert_eq!(json_at("_grpc_config.legacy.sms.rpc"), None, "off");
+        assert_eq!(
+            json_at("_grpc_config.pay.rpc").as_deref(),
+            Some(r#"{"loadBalancingPolicy":"pick_first"}"#),
+            "the first matching override"
+        );
+        assert_eq!(
+            json_at("_grpc_config.other.svc").as_deref(),
+            Some(crate::service_config::DEFAULT_SERVICE_CONFIG),
+            "no override: the default"
+        );
+        for missing in [
+            "_grpc_config.nope.rpc",
+            "_grpc_config.port-9.sms.rpc",
+            "_grpc_config.1.sms.rpc",
+            "_grpc_config",
+        ] {
+            assert_eq!(json_at(missing), None, "{missing}");
+        }
     }
 
     #[test]
