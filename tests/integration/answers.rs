@@ -512,3 +512,153 @@ async fn zone_flag_moves_the_apex() {
         "the default zone is now outside: {old}"
     );
 }
+
+/// The joined character-strings of every TXT record in `msg`'s answer.
+fn txt_texts(msg: &Message) -> Vec<String> {
+    msg.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(txt) => Some(
+                txt.txt_data
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The default service config (round_robin) at `_grpc_config.<service>`
+/// and at every port name, over UDP and TCP; overrides by glob, `off`
+/// included; port names answer only their port's instances; a service on
+/// several ports is warned about once, counted, and shown in /debug/zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_config_txt_and_port_names() {
+    let (_dir, config) = config_file(
+        "grpc:\n  overrides:\n    - pattern: \"plain.*\"\n      service_config: off\n    - pattern: pay.rpc\n      service_config: '{\"loadBalancingPolicy\": \"pick_first\", \"methodConfig\": [{\"name\": [{}], \"timeout\": \"2s\"}]}'\n",
+    );
+    let env = TestEnv::start(&["--config", &config]).await;
+    let c = &env.client;
+    let dns = env.dns();
+    let _r = [
+        register(c, "sms.rpc", "10.0.0.1:8001", 10).await,
+        register(c, "sms.rpc", "10.0.0.2:8001", 10).await,
+        register(c, "plain.rpc", "10.0.0.3:8001", 10).await,
+        register(c, "pay.rpc", "10.0.0.4:9000", 10).await,
+    ];
+    let other_port = register(c, "sms.rpc", "10.0.0.5:8002", 10).await;
+    wait_srv_count(dns, SMS, 3);
+    wait_srv_count(dns, "pay.rpc.svc.local.", 1);
+    wait_srv_count(dns, "plain.rpc.svc.local.", 1);
+
+    let round_robin =
+        r#"grpc_config=[{"serviceConfig":{"loadBalancingConfig":[{"round_robin":{}}]}}]"#;
+    for name in [
+        "_grpc_config.sms.rpc.svc.local.",
+        "_GRPC_CONFIG.Port-8002.SMS.rpc.svc.local.",
+    ] {
+        let udp = query_udp(dns, name, RecordType::TXT, None);
+        assert_authoritative(&udp, name);
+        assert_eq!(txt_texts(&udp), [round_robin], "{name}: {udp}");
+        let tcp = query_tcp(dns, name, RecordType::TXT, Some(1232));
+        assert_eq!(tcp.answers, udp.answers, "{name}: same over TCP");
+        assert_nodata(&query_udp(dns, name, RecordType::A, None), name);
+    }
+    let pay = query_udp(
+        dns,
+        "_grpc_config.pay.rpc.svc.local.",
+        RecordType::TXT,
+        None,
+    );
+    assert_eq!(
+        txt_texts(&pay),
+        [
+            r#"grpc_config=[{"serviceConfig":{"loadBalancingPolicy":"pick_first","methodConfig":[{"name":[{}],"timeout":"2s"}]}}]"#
+        ]
+    );
+    for name in [
+        "_grpc_config.plain.rpc.svc.local.",
+        "_grpc_config.port-8001.plain.rpc.svc.local.",
+        "_grpc_config.nope.rpc.svc.local.",
+        "_grpc_config.port-9999.sms.rpc.svc.local.",
+    ] {
+        assert_nxdomain(&query_udp(dns, name, RecordType::TXT, None), name);
+    }
+
+    // Port names: only that port's instances.
+    wait_a(
+        dns,
+        "port-8001.sms.rpc.svc.local.",
+        &["10.0.0.1", "10.0.0.2"],
+    );
+    wait_a(dns, "port-8002.sms.rpc.svc.local.", &["10.0.0.5"]);
+    wait_a(dns, SMS, &["10.0.0.1", "10.0.0.2", "10.0.0.5"]);
+    let srv = query_tcp(dns, "port-8002.sms.rpc.svc.local.", RecordType::SRV, None);
+    let srvs = srv_of(&srv.answers);
+    assert_eq!(srvs.len(), 1, "{srv}");
+    assert_eq!(srvs[0].port, 8002);
+    assert_eq!(lower(&srvs[0].target), other_port.instance_name());
+    assert_eq!(
+        a_of(&srv.additionals),
+        ipv4s(&["10.0.0.5"]).into_iter().collect::<Vec<_>>()
+    );
+
+    // Warned about once, counted, shown.
+    let warning = "service instances listen on several ports";
+    let http = env.rpcdns.http_addr;
+    let gauge = |want: f64| {
+        eventually(PROPAGATION, || {
+            let got = metric(http, "rpcdns_zone_multi_port_services")?;
+            (got == want)
+                .then_some(())
+                .ok_or(format!("gauge {got}, want {want}"))
+        })
+    };
+    gauge(1.0);
+    let zone = env.rpcdns.debug_zone().expect("/debug/zone");
+    let sms = zone["zone"]["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["service"] == "sms.rpc"))
+        .unwrap_or_else(|| panic!("no sms.rpc in {zone}"));
+    assert_eq!(sms["several_ports"], true, "{sms}");
+    assert_eq!(
+        sms["ports"][1]["name"], "port-8002.sms.rpc.svc.local.",
+        "{sms}"
+    );
+    assert_eq!(sms["ports"][0]["instances"], 2, "{sms}");
+    assert_eq!(
+        sms["grpc_config"]["service_config"]["loadBalancingConfig"][0]["round_robin"],
+        serde_json::json!({}),
+        "{sms}"
+    );
+    let more = register(c, "sms.rpc", "10.0.0.6:8003", 10).await;
+    wait_a(dns, "port-8003.sms.rpc.svc.local.", &["10.0.0.6"]);
+    let warnings = |rpcdns: &Rpcdns| {
+        rpcdns
+            .lines()
+            .iter()
+            .filter(|l| l.contains(warning))
+            .count()
+    };
+    assert_eq!(
+        warnings(&env.rpcdns),
+        1,
+        "one warning:\n{}",
+        env.rpcdns.log()
+    );
+    more.revoke().await;
+    other_port.revoke().await;
+    eventually(PROPAGATION, || {
+        check_nxdomain(dns, "port-8003.sms.rpc.svc.local.")
+    });
+    gauge(0.0);
+    assert!(
+        env.rpcdns
+            .log()
+            .contains("service instances listen on one port again"),
+        "{}",
+        env.rpcdns.log()
+    );
+    assert_eq!(warnings(&env.rpcdns), 1);
+}

@@ -747,6 +747,20 @@ impl TestEnv {
 // HTTP
 // ----------------------------------------------------------------------------
 
+/// The value of one series in /metrics (name and labels as rendered).
+pub fn metric(http: SocketAddr, series: &str) -> Result<f64, String> {
+    let (code, body) = http_get(http, "/metrics")?;
+    if code != 200 {
+        return Err(format!("/metrics answered {code}"));
+    }
+    body.lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+        .ok_or_else(|| format!("/metrics has no series {series}"))
+}
+
 /// GET `path` with HTTP/1.1 over a fresh connection; returns (status, body).
 pub fn http_get(addr: impl ToSocketAddrs, path: &str) -> Result<(u16, String), String> {
     let addr = addr

@@ -176,20 +176,6 @@ fn points_into_header(packet: &[u8]) -> bool {
     false
 }
 
-/// The value of one series in /metrics (name and labels as rendered).
-fn metric(http: SocketAddr, series: &str) -> Result<f64, String> {
-    let (code, body) = http_get(http, "/metrics")?;
-    if code != 200 {
-        return Err(format!("/metrics answered {code}"));
-    }
-    body.lines()
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok())?
-        })
-        .ok_or_else(|| format!("/metrics has no series {series}"))
-}
-
 /// Whether a read result means the peer closed the connection.
 fn is_closed(result: &std::io::Result<usize>) -> bool {
     match result {
