@@ -62,9 +62,15 @@ def request_path():
              "_grpc._tcp.big.rpc.svc.local", "v6-3.big.rpc.svc.local",
              "nope.svc.local", "ns.svc.local", "grpc_svc.rpc.svc.local",
              long_service + ".svc.local", "long-id-16-chars." + long_service + ".svc.local",
-             "example.com", "xsvc.local", "local", "."]
+             "example.com", "xsvc.local", "local", ".",
+             "_grpc_config.sms.rpc.svc.local", "_GRPC_config.port-8001.SMS.rpc.svc.local",
+             "_grpc_config.big.rpc.svc.local", "_grpc_config.v6.rpc.svc.local",
+             "_grpc_config.port-8002.ports.rpc.svc.local", "_grpc_config.port-9.sms.rpc.svc.local",
+             "port-8001.sms.rpc.svc.local", "port-8001.ports.rpc.svc.local",
+             "Port-8002.ports.rpc.svc.local", "port-8003.ports.rpc.svc.local",
+             "port-08001.ports.rpc.svc.local", "ports.rpc.svc.local", "_grpc_config.svc.local"]
     for name in names:
-        for qtype in ["A", "AAAA", "SRV", "ANY"]:
+        for qtype in ["A", "AAAA", "SRV", "ANY", "TXT"]:
             write("request_path", query(name, qtype))
             write("request_path", query(name, qtype, edns=opt(1232)))
     for name in ["svc.local", "sms.rpc.svc.local", "big.rpc.svc.local", "1.order.rpc.svc.local"]:

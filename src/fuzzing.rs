@@ -30,8 +30,9 @@ use crate::registration::{
     self, Classified, ClassifiedKey, Endpoint, HASHED_LABEL_LEN, MAX_LABEL_LEN, MAX_NAME_LEN,
     MAX_SERVICE_NAME_LEN, Patterns, Registration,
 };
+use crate::service_config::{DEFAULT_SERVICE_CONFIG, ServiceConfig};
 use crate::udp::MAX_QUERY;
-use crate::zone::{ZoneParams, ZoneStore, ZoneWriter, host_wire};
+use crate::zone::{GrpcConfigs, ZoneParams, ZoneStore, ZoneWriter, host_wire};
 
 // ===== The request path =====================================================
 
@@ -142,7 +143,41 @@ pub fn zone_registrations() -> Vec<(String, String)> {
             format!("[fd00:7::{:x}]:8080", i + 1),
         ));
     }
+    // Instances on three ports (port names with their own sets), one
+    // whose id is a port name (hashed), and a host name.
+    for (id, value) in [
+        ("1", "10.8.0.1:8001"),
+        ("2", "10.8.0.2:8002"),
+        ("3", "[fd00:8::3]:8002"),
+        ("port-8001", "10.8.0.4:8001"),
+        ("4", "ports-4.example:8003"),
+    ] {
+        kv.push((format!("ports.rpc/{id}"), value.to_owned()));
+    }
     kv
+}
+
+/// The gRPC service configs of the fuzzed zone: the default, none for
+/// `v6.rpc`, and for `big.rpc` one whose TXT record (about 1,300 octets)
+/// needs TCP below a 4096 limit.
+pub fn zone_grpc_configs(ttl: u32) -> GrpcConfigs {
+    let methods: Vec<String> = (0..45)
+        .map(|i| format!(r#"{{"service":"pkg.Service{i}"}}"#))
+        .collect();
+    let big = format!(
+        r#"{{"loadBalancingConfig":[{{"round_robin":{{}}}}],"methodConfig":[{{"name":[{}],"timeout":"1s"}}]}}"#,
+        methods.join(",")
+    );
+    let parse = |json: &str| ServiceConfig::parse(json).ok();
+    GrpcConfigs::new(
+        parse(DEFAULT_SERVICE_CONFIG),
+        vec![
+            ("v6.rpc".to_owned(), None),
+            ("big.rpc".to_owned(), parse(&big)),
+        ],
+        ttl,
+    )
+    .unwrap_or_default()
 }
 
 impl RequestPath {
@@ -154,7 +189,7 @@ impl RequestPath {
             origin,
             ttl: 5,
             negative_ttl: 3,
-            grpc: Default::default(),
+            grpc: zone_grpc_configs(5),
         }));
         let mut writer = ZoneWriter::new(zone.clone());
         let patterns = default_patterns();
