@@ -18,15 +18,21 @@
 //! unbracketed IPv6 address. Service keys: merged case-insensitively,
 //! skipped when not a valid host name under the zone. Instance labels:
 //! natural (lower-cased id) unless invalid, too long, already taken by an
-//! earlier key of the service in byte order, or the name of a service; else
-//! the hashed label.
+//! earlier key of the service in byte order, the name of a service, or the
+//! label of one of the service's port names (`port-<port>`); else the
+//! hashed label. Every service has a port name per distinct port (unless a
+//! service of that name exists) and the default gRPC service config at
+//! `_grpc_config.<service>`.
 //!
 //! What one pass checks, for every service: A and AAAA over UDP (EDNS 1232;
 //! TCP when truncated) as exact address sets with no duplicate; SRV at the
 //! service and at `_grpc._tcp.` over TCP as the exact multiset of
 //! (priority, weight, port, target), and the glue in the additional section
-//! as the exact set of (owner, address); for every instance, A and AAAA (the
-//! address, NODATA for the other family, or the CNAME of a host-name value);
+//! as the exact set of (owner, address); at every port name, A and AAAA as
+//! exact sets and SRV with glue, of the instances on that port; TXT at
+//! `_grpc_config.<service>` as the default config's text; for every
+//! instance, A and AAAA (the address, NODATA for the other family, or the
+//! CNAME of a host-name value);
 //! for every name in `gone` that the model does not have, NXDOMAIN (NODATA
 //! for an empty non-terminal). Every answer must be NOERROR/NXDOMAIN as
 //! expected with the AA bit.
@@ -54,6 +60,9 @@ const MAX_SERVICE_NAME_LEN: usize = 236;
 const MAX_NAME_LEN: usize = 253;
 const SRV_PRIORITY: u16 = 0;
 const SRV_WEIGHT: u16 = 10;
+/// The TXT text at `_grpc_config.<service>` with the default config.
+const DEFAULT_GRPC_CONFIG_TXT: &str =
+    r#"grpc_config=[{"serviceConfig":{"loadBalancingConfig":[{"round_robin":{}}]}}]"#;
 /// Queries in flight at once during a pass.
 const WORKERS: usize = 8;
 /// Per-attempt reply timeout; UDP is tried three times.
@@ -233,11 +242,19 @@ impl Expected {
             }
         }
         for (service, instances) in &raw {
+            let ports: BTreeSet<String> = instances
+                .values()
+                .map(|(_, addr)| port_label(addr_port(addr)))
+                .collect();
             let mut taken = BTreeSet::new();
             let mut list = Vec::with_capacity(instances.len());
             for (key, (id, addr)) in instances {
                 let label = natural_label(id, service)
-                    .filter(|l| !taken.contains(l) && !raw.contains_key(&format!("{l}.{service}")))
+                    .filter(|l| {
+                        !taken.contains(l)
+                            && !raw.contains_key(&format!("{l}.{service}"))
+                            && !ports.contains(l)
+                    })
                     .unwrap_or_else(|| hashed_label(key));
                 taken.insert(label.clone());
                 list.push(Instance {
@@ -260,6 +277,24 @@ impl Expected {
         format!("{service}.{ZONE}")
     }
 
+    /// The port names of `service` that answer as such (a service of the
+    /// same name wins), with their port.
+    fn port_names(&self, service: &str) -> BTreeMap<u16, String> {
+        self.services[service]
+            .iter()
+            .map(|i| addr_port(&i.addr))
+            .map(|port| (port, format!("{}.{service}", port_label(port))))
+            .filter(|(_, name)| !self.services.contains_key(name))
+            .map(|(port, name)| (port, format!("{name}.{ZONE}")))
+            .collect()
+    }
+
+    /// `_grpc_config.<service>.svc.local.`, unless a service has that name.
+    fn grpc_config_name(&self, service: &str) -> Option<String> {
+        let name = format!("_grpc_config.{service}");
+        (!self.services.contains_key(&name)).then(|| format!("{name}.{ZONE}"))
+    }
+
     /// Every name the zone must have: services, their `_grpc._tcp.` names
     /// and instances (lower-case, absolute). Keep it to pass as `gone` once
     /// some of them should have disappeared.
@@ -271,6 +306,8 @@ impl Expected {
             for i in instances {
                 names.push(format!("{}.{}", i.label, Self::service_name(service)));
             }
+            names.extend(self.port_names(service).into_values());
+            names.extend(self.grpc_config_name(service));
         }
         names
     }
@@ -292,10 +329,19 @@ impl Expected {
         {
             return NameKind::Exists;
         }
+        if let Some(service) = relative.strip_prefix("_grpc_config.")
+            && self.services.contains_key(service)
+        {
+            return NameKind::Exists;
+        }
         if let Some((first, rest)) = relative.split_once('.')
             && let Some(instances) = self.services.get(rest)
         {
-            if instances.iter().any(|i| i.label == first) {
+            if instances.iter().any(|i| i.label == first)
+                || instances
+                    .iter()
+                    .any(|i| port_label(addr_port(&i.addr)) == first)
+            {
                 return NameKind::Exists;
             }
             if first == "_tcp" {
@@ -308,6 +354,16 @@ impl Expected {
         }
         NameKind::Absent
     }
+}
+
+fn addr_port(addr: &Addr) -> u16 {
+    match addr {
+        Addr::Ip(_, port) | Addr::Host(_, port) => *port,
+    }
+}
+
+fn port_label(port: u16) -> String {
+    format!("port-{port}")
 }
 
 enum NameKind {
@@ -375,6 +431,8 @@ enum Want {
     },
     /// NOERROR with one CNAME to this absolute name.
     Cname(String),
+    /// NOERROR with one TXT record whose strings join to this text.
+    Txt(String),
     /// The apex SOA with a serial in min..=max: the zone reflects at least
     /// the last change to a key of ours, and nothing etcd does not have.
     Serial {
@@ -408,8 +466,11 @@ fn probes(expected: &Expected, gone: &[String]) -> Vec<Probe> {
         let mut v6: Vec<IpAddr> = Vec::new();
         let mut records = Vec::new();
         let mut glue = Vec::new();
+        // Port → (addresses, SRV records, glue) of the instances on it.
+        let mut ports: BTreeMap<u16, (Vec<IpAddr>, Vec<_>, Vec<_>)> = BTreeMap::new();
         for i in instances {
             let instance_name = format!("{}.{name}", i.label);
+            let on_port = ports.entry(addr_port(&i.addr)).or_default();
             match &i.addr {
                 Addr::Ip(ip, port) => {
                     match ip {
@@ -418,6 +479,11 @@ fn probes(expected: &Expected, gone: &[String]) -> Vec<Probe> {
                     }
                     records.push((SRV_PRIORITY, SRV_WEIGHT, *port, instance_name.clone()));
                     glue.push((instance_name.clone(), *ip));
+                    on_port.0.push(*ip);
+                    on_port
+                        .1
+                        .push((SRV_PRIORITY, SRV_WEIGHT, *port, instance_name.clone()));
+                    on_port.2.push((instance_name.clone(), *ip));
                     let (same, other) = match ip {
                         IpAddr::V4(_) => (RecordType::A, RecordType::AAAA),
                         IpAddr::V6(_) => (RecordType::AAAA, RecordType::A),
@@ -437,6 +503,9 @@ fn probes(expected: &Expected, gone: &[String]) -> Vec<Probe> {
                 }
                 Addr::Host(host, port) => {
                     records.push((SRV_PRIORITY, SRV_WEIGHT, *port, format!("{host}.")));
+                    on_port
+                        .1
+                        .push((SRV_PRIORITY, SRV_WEIGHT, *port, format!("{host}.")));
                     for rtype in [RecordType::A, RecordType::AAAA] {
                         probes.push(Probe {
                             name: instance_name.clone(),
@@ -475,6 +544,40 @@ fn probes(expected: &Expected, gone: &[String]) -> Vec<Probe> {
                     records: records.clone(),
                     glue: glue.clone(),
                 },
+            });
+        }
+        let port_names = expected.port_names(service);
+        for (port, (addrs, mut records, mut glue)) in ports {
+            let Some(port_name) = port_names.get(&port) else {
+                continue;
+            };
+            let (mut v4, mut v6): (Vec<IpAddr>, Vec<IpAddr>) =
+                addrs.into_iter().partition(IpAddr::is_ipv4);
+            for (set, rtype) in [(&mut v4, RecordType::A), (&mut v6, RecordType::AAAA)] {
+                set.sort();
+                set.dedup();
+                probes.push(Probe {
+                    name: port_name.clone(),
+                    rtype,
+                    tcp: false,
+                    want: Want::Addrs(set.clone()),
+                });
+            }
+            records.sort();
+            glue.sort();
+            probes.push(Probe {
+                name: port_name.clone(),
+                rtype: RecordType::SRV,
+                tcp: true,
+                want: Want::Srv { records, glue },
+            });
+        }
+        if let Some(config_name) = expected.grpc_config_name(service) {
+            probes.push(Probe {
+                name: config_name,
+                rtype: RecordType::TXT,
+                tcp: false,
+                want: Want::Txt(DEFAULT_GRPC_CONFIG_TXT.to_owned()),
             });
         }
     }
@@ -562,6 +665,17 @@ fn judge(probe: &Probe, msg: &Message, reply_len: usize) -> Result<(), String> {
             }
             other => Err(format!(
                 "{what}: answers {:?}, want one SOA with serial in {min}..={max}",
+                other.iter().map(|r| r.to_string()).collect::<Vec<_>>()
+            )),
+        },
+        Want::Txt(text) => match msg.answers.as_slice() {
+            [r] if matches!(&r.data, RData::TXT(txt)
+                if txt.txt_data.iter().flat_map(|s| s.iter().copied()).eq(text.bytes())) =>
+            {
+                Ok(())
+            }
+            other => Err(format!(
+                "{what}: answers {:?}, want one TXT {text:?}",
                 other.iter().map(|r| r.to_string()).collect::<Vec<_>>()
             )),
         },
@@ -941,5 +1055,42 @@ mod tests {
             NameKind::Absent
         ));
         assert!(matches!(e.kind_of("x.rpc.svc.local."), NameKind::Absent));
+        assert!(matches!(
+            e.kind_of("port-80.sms.rpc.svc.local."),
+            NameKind::Exists
+        ));
+        assert!(matches!(
+            e.kind_of("port-86.sms.rpc.svc.local."),
+            NameKind::Absent
+        ));
+        assert!(matches!(
+            e.kind_of("_grpc_config.n.sms.rpc.svc.local."),
+            NameKind::Exists
+        ));
+    }
+
+    #[test]
+    fn port_names_take_precedence_over_ids_and_give_way_to_services() {
+        let e = model(&[
+            ("sms.rpc/port-80", "10.0.0.1:80"),
+            ("sms.rpc/port-81", "10.0.0.2:80"),
+            ("sms.rpc/2", "10.0.0.3:82"),
+            ("port-82.sms.rpc/1", "10.0.1.1:80"),
+        ]);
+        let got: Vec<String> = labels(&e, "sms.rpc").into_iter().map(|(l, _)| l).collect();
+        assert_eq!(
+            got,
+            [
+                "2".into(),
+                hashed_label(b"sms.rpc/port-80"),
+                "port-81".into()
+            ]
+        );
+        let names: Vec<String> = e.port_names("sms.rpc").into_values().collect();
+        assert_eq!(
+            names,
+            ["port-80.sms.rpc.svc.local."],
+            "port-82 is a service"
+        );
     }
 }
