@@ -437,6 +437,7 @@ fn choose(lookup: Lookup<'_>, qtype: u16) -> Answer<'_> {
         Lookup::GrpcConfig(config) => match qtype {
             TXT | ANY => Answer::Set {
                 rrs: config.txt(),
+                // One record: nothing to rotate.
                 rotation: 0,
                 glue: None,
             },
@@ -469,10 +470,23 @@ fn choose(lookup: Lookup<'_>, qtype: u16) -> Answer<'_> {
 }
 
 /// The answer at a name that has a service's record sets (the service, or
-/// one of its port names): `[a, aaaa, srv, glue]`.
+/// one of its port names): `[a, aaaa, srv, glue]`, and the TXT of its gRPC
+/// service config, which grpc-js looks up at the target's host name itself
+/// rather than at `_grpc_config.<host>`.
 fn addresses_or_srv<'a>(service: &'a Service, sets: [&'a WireRrs; 4], qtype: u16) -> Answer<'a> {
-    use rrtype::{A, AAAA, ANY, SRV};
+    use rrtype::{A, AAAA, ANY, SRV, TXT};
     let [a, aaaa, srv, glue] = sets;
+    if qtype == TXT {
+        return match service.grpc_config() {
+            Some(config) => Answer::Set {
+                rrs: config.txt(),
+                // One record: nothing to rotate.
+                rotation: 0,
+                glue: None,
+            },
+            None => Answer::NoData,
+        };
+    }
     let (rrs, glue) = match qtype {
         A => (a, None),
         AAAA => (aaaa, None),
@@ -718,6 +732,15 @@ mod tests {
             None,
         );
         assert_eq!(any.answers, m.answers, "ANY gets the TXT");
+        // grpc-js asks at the target's host name itself: the same record.
+        for name in ["sms.rpc.svc.local.", "PORT-8001.sms.rpc.svc.local."] {
+            let (_, at_name, _) = ask(&store, &query(name, RecordType::TXT, None), None);
+            let RData::TXT(same) = &at_name.answers[0].data else {
+                panic!("{name}: not TXT: {at_name:?}")
+            };
+            assert_eq!(same, txt, "{name}");
+            assert_eq!(at_name.answers[0].name.to_ascii(), name);
+        }
         let (_, nodata, _) = ask(
             &store,
             &query("_grpc_config.sms.rpc.svc.local.", RecordType::A, None),

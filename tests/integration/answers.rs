@@ -554,17 +554,27 @@ async fn grpc_config_txt_and_port_names() {
 
     let round_robin =
         r#"grpc_config=[{"serviceConfig":{"loadBalancingConfig":[{"round_robin":{}}]}}]"#;
+    // At `_grpc_config.<name>` (gRFC A2), and at the name itself, where
+    // grpc-js looks.
     for name in [
         "_grpc_config.sms.rpc.svc.local.",
         "_GRPC_CONFIG.Port-8002.SMS.rpc.svc.local.",
+        "sms.rpc.svc.local.",
+        "port-8001.sms.rpc.svc.local.",
     ] {
         let udp = query_udp(dns, name, RecordType::TXT, None);
         assert_authoritative(&udp, name);
         assert_eq!(txt_texts(&udp), [round_robin], "{name}: {udp}");
         let tcp = query_tcp(dns, name, RecordType::TXT, Some(1232));
         assert_eq!(tcp.answers, udp.answers, "{name}: same over TCP");
-        assert_nodata(&query_udp(dns, name, RecordType::A, None), name);
+        if name.starts_with('_') {
+            assert_nodata(&query_udp(dns, name, RecordType::A, None), name);
+        }
     }
+    assert_nodata(
+        &query_udp(dns, "plain.rpc.svc.local.", RecordType::TXT, None),
+        "plain.rpc.svc.local.",
+    );
     let pay = query_udp(
         dns,
         "_grpc_config.pay.rpc.svc.local.",

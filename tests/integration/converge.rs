@@ -30,7 +30,8 @@
 //! (priority, weight, port, target), and the glue in the additional section
 //! as the exact set of (owner, address); at every port name, A and AAAA as
 //! exact sets and SRV with glue, of the instances on that port; TXT at
-//! `_grpc_config.<service>` as the default config's text; for every
+//! `_grpc_config.<service>`, at the service and at its port names as the
+//! default config's text; for every
 //! instance, A and AAAA (the address, NODATA for the other family, or the
 //! CNAME of a host-name value);
 //! for every name in `gone` that the model does not have, NXDOMAIN (NODATA
@@ -572,9 +573,16 @@ fn probes(expected: &Expected, gone: &[String]) -> Vec<Probe> {
                 want: Want::Srv { records, glue },
             });
         }
-        if let Some(config_name) = expected.grpc_config_name(service) {
+        // At `_grpc_config.<service>`, and at the service and port names
+        // themselves (where grpc-js looks).
+        let txt_names = expected
+            .grpc_config_name(service)
+            .into_iter()
+            .chain([name.clone()])
+            .chain(port_names.into_values());
+        for txt_name in txt_names {
             probes.push(Probe {
-                name: config_name,
+                name: txt_name,
                 rtype: RecordType::TXT,
                 tcp: false,
                 want: Want::Txt(DEFAULT_GRPC_CONFIG_TXT.to_owned()),
