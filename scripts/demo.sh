@@ -193,6 +193,8 @@ Try these (in another terminal):
   ${dig_cmd} mall.user.rpc.${zone} AAAA
   ${dig_cmd} order.rpc.${zone} SRV
   ${dig_cmd} ${sms_first_id}.sms.rpc.${zone} A    # one instance
+  ${dig_cmd} port-8001.sms.rpc.${zone} A    # the instances on port 8001
+  ${dig_cmd} _grpc_config.sms.rpc.${zone} TXT    # gRPC service config: round_robin
   ${dig_cmd} nope.rpc.${zone}    # NXDOMAIN
   curl -s 127.0.0.1:${http_port}/debug/zone
   curl -s 127.0.0.1:${http_port}/metrics

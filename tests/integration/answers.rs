@@ -290,7 +290,7 @@ async fn nodata_nxdomain_and_empty_non_terminals() {
     wait_a(env.dns(), SMS, &["10.0.0.5"]);
     for (name, rtype) in [
         (SMS, RecordType::AAAA),
-        (SMS, RecordType::TXT),
+        (SMS, RecordType::CAA),
         (SMS, RecordType::MX),
         // Empty non-terminals: they exist because names below them do.
         ("rpc.svc.local.", RecordType::A),

@@ -1,12 +1,13 @@
 //! Real gRPC clients calling real gRPC servers through rpcdns: Python
 //! `grpcio` (gRPC C-core), Node `@grpc/grpc-js` and Go `google.golang.org/grpc`
 //! (Debian's), each with a `dns://<rpcdns>/<service>:<port>` target and no
-//! load-balancing setting of its own. The servers (tests/clients/grpc/
-//! server.py: a unary method that returns the instance's id, and
-//! `grpc.health.v1`) listen on loopback addresses and are registered in a
-//! real etcd exactly as go-zero registers them (a 10 s lease kept alive,
-//! `sms.rpc/<lease id>` → `ip:port`), with a MaxConnectionAge, as the README
-//! advises go-zero servers to set.
+//! load-balancing setting of its own. The servers (a unary method that
+//! returns the instance's id, and `grpc.health.v1`; grpc-go ones, as
+//! go-zero's are, for the Go client, grpcio ones for the others) listen on
+//! loopback addresses and are registered in a real etcd exactly as go-zero
+//! registers them (a 10 s lease kept alive, `sms.rpc/<lease id>` →
+//! `ip:port`), with a MaxConnectionAge, as the README advises go-zero
+//! servers to set.
 //!
 //! For every client:
 //! (a) with the `_grpc_config` TXT record (round_robin, rpcdns's default)
@@ -125,7 +126,7 @@ impl GrpcClient {
             }
             Lang::Go => Some(GrpcClient {
                 lang,
-                program: go_client()?,
+                program: go_build("grpc-go")?,
                 prefix: Vec::new(),
                 env: Vec::new(),
             }),
@@ -185,10 +186,10 @@ impl GrpcClient {
     }
 }
 
-/// Builds tests/clients/grpc-go once per test run, with Debian's grpc-go
-/// in GOPATH mode: no module proxy, no network.
-fn go_client() -> Option<PathBuf> {
-    static BUILT: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
+/// Builds tests/clients/<dir> once per test run, with Debian's grpc-go in
+/// GOPATH mode: no module proxy, no network.
+fn go_build(dir: &str) -> Option<PathBuf> {
+    static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
     let go = tool("go")?;
     let gopath = PathBuf::from("/usr/share/gocode");
     if !gopath
@@ -199,20 +200,20 @@ fn go_client() -> Option<PathBuf> {
         return None;
     }
     let mut built = BUILT
-        .get_or_init(|| Mutex::new(None))
+        .get_or_init(|| Mutex::new(BTreeMap::new()))
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if let Some(bin) = built.as_ref() {
+    if let Some(bin) = built.get(dir) {
         return Some(bin.clone());
     }
-    let dir = build_dir().join("grpc-go");
-    let bin = dir.join("client");
+    let out = build_dir().join("grpc-go");
+    let bin = out.join(dir);
     run(
         Command::new(go)
             .args(["build", "-trimpath", "-o"])
             .arg(&bin)
             .arg(".")
-            .current_dir(clients_dir().join("grpc-go"))
+            .current_dir(clients_dir().join(dir))
             .env("GO111MODULE", "off")
             .env("GOPATH", &gopath)
             .env("GOFLAGS", "")
@@ -220,12 +221,12 @@ fn go_client() -> Option<PathBuf> {
             .env("GOENV", "off")
             .env("GOTOOLCHAIN", "local")
             .env("GOTELEMETRY", "off")
-            .env("GOCACHE", dir.join("cache"))
+            .env("GOCACHE", out.join("cache"))
             .env("CGO_ENABLED", "0"),
         Duration::from_secs(300),
     )
-    .expect_success("go build of tests/clients/grpc-go");
-    *built = Some(bin.clone());
+    .expect_success(&format!("go build of tests/clients/{dir}"));
+    built.insert(dir.to_owned(), bin.clone());
     Some(bin)
 }
 
@@ -352,7 +353,32 @@ impl Drop for Running {
 // Servers and registrations
 // ----------------------------------------------------------------------------
 
-/// One gRPC server (tests/clients/grpc/server.py), stopped by PID on drop.
+/// A gRPC server program: tests/clients/grpc/server.py (grpcio), or
+/// tests/clients/grpc-go-server (grpc-go, as go-zero's servers are), both
+/// with one command line.
+#[derive(Clone)]
+struct ServerProgram {
+    program: PathBuf,
+    prefix: Vec<String>,
+}
+
+impl ServerProgram {
+    fn python() -> Option<ServerProgram> {
+        Some(ServerProgram {
+            program: venv_python(&["grpc", "grpc_health.v1"])?,
+            prefix: vec![clients_dir().join("grpc/server.py").display().to_string()],
+        })
+    }
+
+    fn go() -> Option<ServerProgram> {
+        Some(ServerProgram {
+            program: go_build("grpc-go-server")?,
+            prefix: Vec::new(),
+        })
+    }
+}
+
+/// One gRPC server, stopped by PID on drop.
 struct Server {
     child: Child,
     /// Kept open: the server exits when it closes, so it cannot outlive
@@ -361,9 +387,9 @@ struct Server {
 }
 
 impl Server {
-    fn start(python: &PathBuf, addr: SocketAddr, id: &str) -> Server {
-        let mut cmd = Command::new(python);
-        cmd.arg(clients_dir().join("grpc/server.py"))
+    fn start(program: &ServerProgram, addr: SocketAddr, id: &str) -> Server {
+        let mut cmd = Command::new(&program.program);
+        cmd.args(&program.prefix)
             .args(["--listen", &addr.to_string(), "--id", id])
             .args([
                 "--max-connection-age-ms",
@@ -440,7 +466,7 @@ fn port_free_on(addrs: &[Ipv4Addr]) -> u16 {
 /// `plain.rpc` with none, and three servers registered under both.
 struct Fixture {
     env: TestEnv,
-    python: PathBuf,
+    server: ServerProgram,
     port: u16,
     /// Four loopback addresses: three instances, and one to add.
     addrs: Vec<Ipv4Addr>,
@@ -453,7 +479,7 @@ struct Fixture {
 impl Fixture {
     /// `net` picks the loopback addresses, 127.0.1.<net>1 to <net>4, so
     /// that tests running at once never share one.
-    async fn start(python: PathBuf, net: u8) -> Fixture {
+    async fn start(server: ServerProgram, net: u8) -> Fixture {
         let addrs: Vec<Ipv4Addr> = (1..=4)
             .map(|i| Ipv4Addr::new(127, 0, 1, net * 10 + i))
             .collect();
@@ -468,7 +494,7 @@ impl Fixture {
         let env = TestEnv::start(&["--config", &config.display().to_string()]).await;
         let mut f = Fixture {
             env,
-            python,
+            server,
             port,
             addrs,
             servers: Vec::new(),
@@ -499,7 +525,7 @@ impl Fixture {
     async fn add_instance(&mut self, i: usize) {
         let addr = SocketAddr::from((self.addrs[i], self.port));
         self.servers
-            .push(Some(Server::start(&self.python, addr, &Self::id(i))));
+            .push(Some(Server::start(&self.server, addr, &Self::id(i))));
         let registered = register(&self.env.client, "sms.rpc", &self.value(i), LEASE_TTL).await;
         self.sms.push(Some(registered));
     }
@@ -531,11 +557,16 @@ async fn calls_spread_and_follow_etcd(lang: Lang, net: u8) {
     let Some(client) = GrpcClient::find(lang) else {
         return;
     };
-    let Some(python) = venv_python(&["grpc", "grpc_health.v1"]) else {
+    // Go clients call grpc-go servers, the others grpcio ones.
+    let server = match lang {
+        Lang::Go => ServerProgram::go(),
+        Lang::Python | Lang::Node => ServerProgram::python(),
+    };
+    let Some(server) = server else {
         return;
     };
     let name = client.name();
-    let mut f = Fixture::start(python, net).await;
+    let mut f = Fixture::start(server, net).await;
 
     // (a) The TXT config: round_robin over every instance.
     let counts = spread(

@@ -374,7 +374,17 @@ fn stable_expectations(kept: &[(i64, Ipv4Addr, u16)]) -> Vec<(String, RecordType
             RecordType::SRV,
             exact(noerr, &srv, &glue),
         ),
-        (s.clone(), RecordType::TXT, exact(noerr, &[], &[])),
+        (s.clone(), RecordType::MX, exact(noerr, &[], &[])),
+        // The gRPC service config, also at the service name (grpc-js).
+        (
+            s.clone(),
+            RecordType::TXT,
+            exact(
+                noerr,
+                &[r#"TXT grpc_config=[{"serviceConfig":{"loadBalancingConfig":[{"round_robin":{}}]}}]"#.into()],
+                &[],
+            ),
+        ),
         (
             inst("a"),
             RecordType::A,
