@@ -1320,40 +1320,30 @@ fn grpc_config(src: &Sources<'_>, raw: RawGrpc) -> Result<GrpcConfig, ConfigErro
         Some(item) => parse_service_config(&item)?,
         None => Some(default_service_config()),
     };
-    let overrides = match overrides {
-        None => Vec::new(),
-        Some(list) => {
-            let Some(entries) = list.value else {
-                return Ok(GrpcConfig {
-                    service_config,
-                    overrides: Vec::new(),
-                });
-            };
-            let mut overrides = Vec::with_capacity(entries.len());
-            for (i, entry) in entries.into_iter().enumerate() {
-                let key = format!("grpc.overrides[{i}]");
-                let RawGrpcOverride {
-                    pattern,
-                    service_config,
-                } = entry.value;
-                let required = |field: &str| {
-                    src.site(&format!("{key}.{field}"), entry.referenced)
-                        .error("required in every override")
-                };
-                let pattern = src
-                    .scalar(&format!("{key}.pattern"), None, &pattern)
-                    .ok_or_else(|| required("pattern"))?;
-                let service_config = src
-                    .scalar(&format!("{key}.service_config"), None, &service_config)
-                    .ok_or_else(|| required("service_config"))?;
-                overrides.push(GrpcOverride {
-                    pattern: parse_pattern(&pattern)?,
-                    service_config: parse_service_config(&service_config)?,
-                });
-            }
-            overrides
-        }
-    };
+    // `overrides:` left empty (null) is no overrides, like `[]`.
+    let entries = overrides.and_then(|list| list.value).unwrap_or_default();
+    let mut overrides = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.into_iter().enumerate() {
+        let key = format!("grpc.overrides[{i}]");
+        let RawGrpcOverride {
+            pattern,
+            service_config,
+        } = entry.value;
+        let required = |field: &str| {
+            src.site(&format!("{key}.{field}"), entry.referenced)
+                .error("required in every override")
+        };
+        let pattern = src
+            .scalar(&format!("{key}.pattern"), None, &pattern)
+            .ok_or_else(|| required("pattern"))?;
+        let service_config = src
+            .scalar(&format!("{key}.service_config"), None, &service_config)
+            .ok_or_else(|| required("service_config"))?;
+        overrides.push(GrpcOverride {
+            pattern: parse_pattern(&pattern)?,
+            service_config: parse_service_config(&service_config)?,
+        });
+    }
     Ok(GrpcConfig {
         service_config,
         overrides,

@@ -483,9 +483,12 @@ impl Service {
         &self.ports
     }
 
-    /// The port name with `label` (`port-8001`), lower-case.
+    /// The port name with `label` (`port-8001`), lower-case: a binary
+    /// search of the ports, however many there are.
     pub fn port(&self, label: &str) -> Option<&PortName> {
-        self.ports.iter().find(|port| &*port.label == label)
+        let port = port_of_label(label)?;
+        let index = self.ports.binary_search_by_key(&port, |p| p.port).ok()?;
+        self.ports.get(index)
     }
 
     /// True when its instances listen on more than one port, so that its
@@ -583,6 +586,17 @@ impl PortName {
 /// The label of the port name for `port`.
 pub fn port_label(port: u16) -> String {
     format!("{PORT_LABEL_PREFIX}{port}")
+}
+
+/// The port a label names when it is a port name's label: `port-`, then
+/// the decimal port without leading zeros (never 0, which no registration
+/// has).
+fn port_of_label(label: &str) -> Option<u16> {
+    let digits = label.strip_prefix(PORT_LABEL_PREFIX)?;
+    if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// What a name is in the zone.
@@ -1151,7 +1165,7 @@ impl ZoneWriter {
                 .filter(|natural| {
                     !labels.contains_key(natural.as_str())
                         && !self.services.contains_key(&format!("{natural}.{key}"))
-                        && !ports.values().any(|port| port.label == *natural)
+                        && !port_of_label(natural).is_some_and(|p| ports.contains_key(&p))
                 });
             let label = natural.unwrap_or_else(|| registration::hashed_label(etcd_key));
             let label_wire = label_wire(&label);

@@ -41,7 +41,14 @@ fn names_line(text: &str, line: u32) -> bool {
 fn check_config_accepts_the_documented_example() {
     let (code, out, err) = run_rpcdns(&["check-config", &example()], RUN);
     assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
-    for expected in ["svc.local", "127.0.0.1:2379", "*.rpc", "1232", "9153"] {
+    for expected in [
+        "svc.local",
+        "127.0.0.1:2379",
+        "*.rpc",
+        "1232",
+        "9153",
+        r#"service_config: "{\"loadBalancingConfig\":[{\"round_robin\":{}}]}""#,
+    ] {
         assert!(
             out.contains(expected),
             "effective config lacks {expected:?}:\n{out}"
@@ -93,6 +100,12 @@ fn check_config_rejects_bad_files_naming_key_and_line() {
             "dns:\n  zone: \"svc.local.\"\n  ttl: [5\n",
             None,
             3,
+        ),
+        (
+            "a gRPC service config clients would reject",
+            "grpc:\n  overrides:\n    - pattern: pay.rpc\n      service_config: '{\"loadBalancingConfig\": [{\"ring_hash_experimental\": {}}]}'\n",
+            Some("grpc.overrides[0].service_config"),
+            4,
         ),
     ];
     for (what, yaml, key, line) in cases {
