@@ -9,13 +9,20 @@ For S services x K instances it writes, into OUT_DIR:
                      examples/etcd_load.rs puts these into etcd.
   svc.local.zone     the RFC 1035 zone file of the records rpcdns serves for
                      those registrations (SPEC.md section 4), for Knot and NSD.
-  queries.txt        dnsperf input: 45% "<svc>.svc.local A", 45% "<svc>.svc.local SRV",
-                     10% "nope<i>.svc.local A" (NXDOMAIN); services drawn uniformly.
+  queries.txt        dnsperf input, --mix standard (the default): 45% "<svc>.svc.local A",
+                     45% "<svc>.svc.local SRV", 10% "nope<i>.svc.local A" (NXDOMAIN);
+                     --mix grpc, what a gRPC client's resolution asks (SPEC/README
+                     "Calling go-zero services"): a third each of "<svc>.svc.local A",
+                     "<svc>.svc.local AAAA" (NODATA) and "_grpc_config.<svc>.svc.local TXT";
+                     services drawn uniformly.
   dataset.json       the parameters, counts and a few sample names.
 
 Everything derives from --seed, so a dataset is reproducible byte for byte.
 The zone serial is 1; rpcdns's serial is the etcd revision, so the SOA serial
-is the one field in which the servers' answers legitimately differ.
+is the one field in which the servers' answers legitimately differ. The zone
+file holds rpcdns's default gRPC service config as TXT at
+_grpc_config.<svc> and <svc>; it leaves out the port names (port-<port>.<svc>),
+which no query asks.
 """
 
 import argparse
@@ -37,6 +44,9 @@ PORT_BASE, PORT_SPAN = 10000, 50000
 OCTETS = 254
 DEFAULT_QUERIES = 100_000
 DEFAULT_SEED = 20240401
+# rpcdns's default gRPC service config, as its TXT record carries it.
+GRPC_CONFIG_TXT = 'grpc_config=[{"serviceConfig":{"loadBalancingConfig":[{"round_robin":{}}]}}]'
+MIXES = ("standard", "grpc")
 
 
 def address(n: int) -> str:
@@ -53,7 +63,7 @@ def service_key(i: int) -> str:
     return f"svc{i}.rpc"
 
 
-def generate(services: int, instances: int, queries: int, seed: int, out: Path) -> dict:
+def generate(services: int, instances: int, queries: int, seed: int, out: Path, mix: str = "standard") -> dict:
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -94,11 +104,22 @@ def generate(services: int, instances: int, queries: int, seed: int, out: Path) 
                     f.write(f"{owner} {TTL} IN SRV 0 10 {port} {lease}.{name}\n")
             for lease, addr, _ in members:
                 f.write(f"{lease}.{name} {TTL} IN A {addr}\n")
+            txt = '"' + GRPC_CONFIG_TXT.replace('"', '\\"') + '"'
+            for owner in (f"_grpc_config.{name}", name):
+                f.write(f"{owner} {TTL} IN TXT {txt}\n")
 
     with open(out / "queries.txt", "w", encoding="ascii") as f:
         for q in range(queries):
             roll = rng.random()
-            if roll < 0.10:
+            if mix == "grpc":
+                svc = service_key(rng.randrange(services))
+                if roll < 1 / 3:
+                    f.write(f"{svc}.svc.local A\n")
+                elif roll < 2 / 3:
+                    f.write(f"{svc}.svc.local AAAA\n")
+                else:
+                    f.write(f"_grpc_config.{svc}.svc.local TXT\n")
+            elif roll < 0.10:
                 f.write(f"nope{q}.svc.local A\n")
             else:
                 svc = service_key(rng.randrange(services))
@@ -111,12 +132,14 @@ def generate(services: int, instances: int, queries: int, seed: int, out: Path) 
         "instances_per_service": instances,
         "instances": services * instances,
         "queries": queries,
+        "mix": mix,
         "seed": seed,
         "zone": ZONE,
         "ttl": TTL,
         "sample": {
             "service": f"{first_key}.{ZONE}",
             "grpc": f"_grpc._tcp.{first_key}.{ZONE}",
+            "grpc_config": f"_grpc_config.{first_key}.{ZONE}",
             "instance": f"{first_members[0][0]}.{first_key}.{ZONE}",
             "missing": f"nope-sample.{ZONE}",
         },
@@ -131,11 +154,12 @@ def main() -> int:
     p.add_argument("-k", "--instances", type=int, required=True, help="instances per service K")
     p.add_argument("-q", "--queries", type=int, default=DEFAULT_QUERIES, help="lines in queries.txt")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--mix", choices=MIXES, default="standard", help="the query mix (see above)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output directory")
     a = p.parse_args()
     if a.services < 1 or a.instances < 1 or a.queries < 1:
         p.error("--services, --instances and --queries must be at least 1")
-    meta = generate(a.services, a.instances, a.queries, a.seed, a.out)
+    meta = generate(a.services, a.instances, a.queries, a.seed, a.out, a.mix)
     print(
         f"gen_dataset: {meta['services']} services x {meta['instances_per_service']} instances "
         f"= {meta['instances']} registrations, {meta['queries']} queries -> {a.out}",

@@ -262,6 +262,8 @@ def verify(servers: dict, meta: dict) -> None:
         (sample["instance"], "A"),
         (sample["missing"], "A"),
         (sample["service"], "AAAA"),
+        (sample["grpc_config"], "TXT"),
+        (sample["service"], "TXT"),
         (ZONE, "SOA"),
     ]
     say(
@@ -565,7 +567,7 @@ def run_size(cfg: dict, services: int, per_service: int) -> dict:
     try:
         data = tmp / "data"
         gen = [sys.executable, str(HERE / "gen_dataset.py"), "-s", str(services), "-k", str(per_service)]
-        gen += ["-q", str(cfg["query_lines"]), "-o", str(data)]
+        gen += ["-q", str(cfg["query_lines"]), "--mix", cfg["query_mix"], "-o", str(data)]
         REPORT.command(gen)
         subprocess.run(gen, check=True)
         meta = json.loads((data / "dataset.json").read_text())
@@ -736,6 +738,9 @@ def main() -> int:
         "rpcdns_args": env("RPCDNS_ARGS", "").split(),
         "tcp_clients": int(env("TCP_CLIENTS", "100")),
         "query_lines": int(env("QUERY_LINES", "100000")),
+        # standard (45% A, 45% SRV, 10% NXDOMAIN) or grpc (A, AAAA and the
+        # _grpc_config TXT, as a gRPC client's resolution asks).
+        "query_mix": env("QUERY_MIX", "standard"),
         "server_cpu": env("SERVER_CPU", "0"),
         "load_cpu": env("LOAD_CPU", "1"),
         "servers": [s for s in env("SERVERS", "rpcdns,knot,nsd").split(",") if s],
