@@ -9,7 +9,7 @@ cd "$root"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "checking test dependencies (etcd, dig, protoc, dnsmasq, systemd-analyze, openssl, the deploy/ linters, and the real clients: kdig, Go, Node, a JDK, dnspython)"
+step "checking test dependencies (etcd, dig, protoc, dnsmasq, systemd-analyze, openssl, the deploy/ linters, and the real clients: kdig, Go, Node, a JDK, dnspython, grpcio, grpc-js, Debian's grpc-go)"
 "$root/scripts/install-deps.sh"
 # Every tool is installed now: a test that finds one missing fails instead
 # of skipping (tests/integration/deploy.rs and clients.rs skip only when run

@@ -689,16 +689,9 @@ mod tests {
 
     #[test]
     fn grpc_config_txt_is_one_record_of_255_octet_strings() {
-        let methods: Vec<String> = (0..30)
-            .map(|i| format!(r#"{{"service":"pkg.Service{i}"}}"#))
-            .collect();
-        let big = format!(
-            r#"{{"loadBalancingConfig":[{{"round_robin":{{}}}}],"methodConfig":[{{"name":[{}],"timeout":"1s"}}]}}"#,
-            methods.join(",")
-        );
-        let grpc = crate::zone::testing::grpc(&[("big.rpc", Some(&big))]);
+        // The default config, and a large one for big.rpc.
         let store = crate::zone::testing::zone_with(
-            grpc,
+            crate::fuzzing::zone_grpc_configs(5),
             3,
             7,
             &[
@@ -775,8 +768,8 @@ mod tests {
         let choices: serde_json::Value =
             serde_json::from_str(text.strip_prefix("grpc_config=").unwrap()).unwrap();
         assert_eq!(
-            choices[0]["serviceConfig"]["methodConfig"][0]["name"][29]["service"],
-            "pkg.Service29"
+            choices[0]["serviceConfig"]["methodConfig"][0]["name"][44]["service"],
+            "pkg.Service44"
         );
     }
 
