@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,9 +45,6 @@ const LEASE_TTL: i64 = 30;
 /// The small service and the large one, as go-zero's `Etcd.Key`.
 const SMS: &str = "sms.rpc";
 const BIG: &str = "big.rpc";
-
-/// Loopback addresses tried, in order, for the resolv.conf test's port 53.
-const PORT53_CANDIDATES: std::ops::RangeInclusive<u8> = 1..=20;
 
 // ----------------------------------------------------------------------------
 // Programs
@@ -1137,69 +1134,6 @@ impl Drop for HttpServer {
 }
 
 /// The effective user id, from /proc/self/status (no unsafe libc call).
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .and_then(|euid| euid.parse().ok())
-}
-
-/// A loopback address whose port 53 is free for UDP and TCP right now:
-/// 127.0.53.1 onwards.
-fn free_port53() -> SocketAddr {
-    PORT53_CANDIDATES
-        .map(|last| SocketAddr::from((Ipv4Addr::new(127, 0, 53, last), 53)))
-        .find(|addr| UdpSocket::bind(addr).is_ok() && TcpListener::bind(addr).is_ok())
-        .unwrap_or_else(|| {
-            panic!("port 53 is taken on every one of 127.0.53.{PORT53_CANDIDATES:?}")
-        })
-}
-
-/// /etc/nsswitch.conf with its `hosts:` line replaced by `hosts: files
-/// dns`, so that an mdns rule for `.local` cannot take the names away.
-fn nsswitch_files_dns() -> String {
-    let current = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
-    let mut out: Vec<String> = current
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("hosts:"))
-        .map(str::to_string)
-        .collect();
-    out.push("hosts: files dns".to_string());
-    out.join("\n") + "\n"
-}
-
-/// Runs `cmd` in a private mount namespace whose /etc/resolv.conf,
-/// /etc/nsswitch.conf and /etc/hosts are the files in `etc`.
-fn in_private_etc(unshare: &Path, etc: &Path, cmd: &[&str]) -> Ran {
-    // The proxies of the environment must not carry curl elsewhere.
-    let mut command = Command::new(unshare);
-    command
-        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        .arg(
-            "set -e; \
-             mount --bind \"$1/resolv.conf\" /etc/resolv.conf; \
-             mount --bind \"$1/nsswitch.conf\" /etc/nsswitch.conf; \
-             mount --bind \"$1/hosts\" /etc/hosts; \
-             shift; exec \"$@\"",
-        )
-        .arg("sh")
-        .arg(etc)
-        .args(cmd);
-    for proxy in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        command.env_remove(proxy);
-    }
-    run(&mut command, CLIENT_RUN)
-}
-
 /// glibc through /etc/resolv.conf, as every program on a host that names
 /// rpcdns there resolves: in a private mount namespace whose resolv.conf
 /// says `nameserver 127.0.53.x` (rpcdns on port 53) and whose nsswitch.conf
@@ -1231,7 +1165,7 @@ async fn glibc_resolves_through_resolv_conf_for_getent_curl_and_getaddrinfo() {
 
     let etcd = Etcd::start();
     let client = etcd.client().await;
-    let listen = free_port53();
+    let listen = free_port53(53);
     let rpcdns = Rpcdns::spawn(&[
         "--etcd".into(),
         etcd.endpoint(),
@@ -1286,7 +1220,7 @@ async fn glibc_resolves_through_resolv_conf_for_getent_curl_and_getaddrinfo() {
 
     // getent hosts: the service and the instance, one address each.
     for name in [&web_name, &web_instance] {
-        let ran = in_private_etc(&unshare, etc.path(), &[&getent, "hosts", name]);
+        let ran = in_private_etc(&unshare, etc.path(), CLIENT_RUN, &[&getent, "hosts", name]);
         ran.expect_success(&format!("getent hosts {name}"));
         let fields: Vec<&str> = ran.stdout.split_whitespace().collect();
         assert_eq!(
@@ -1297,7 +1231,12 @@ async fn glibc_resolves_through_resolv_conf_for_getent_curl_and_getaddrinfo() {
         );
     }
     // getent ahosts: getaddrinfo's every address of a dual-stack service.
-    let ran = in_private_etc(&unshare, etc.path(), &[&getent, "ahosts", &fqdn(SMS)]);
+    let ran = in_private_etc(
+        &unshare,
+        etc.path(),
+        CLIENT_RUN,
+        &[&getent, "ahosts", &fqdn(SMS)],
+    );
     ran.expect_success("getent ahosts");
     let got: BTreeSet<IpAddr> = ran
         .stdout
@@ -1313,7 +1252,7 @@ async fn glibc_resolves_through_resolv_conf_for_getent_curl_and_getaddrinfo() {
     );
     // A name rpcdns does not have: getent's "not found" exit code 2.
     let nope = format!("nope.{}", fqdn(SMS));
-    let ran = in_private_etc(&unshare, etc.path(), &[&getent, "hosts", &nope]);
+    let ran = in_private_etc(&unshare, etc.path(), CLIENT_RUN, &[&getent, "hosts", &nope]);
     assert_eq!(
         ran.status.code(),
         Some(2),
@@ -1328,6 +1267,7 @@ async fn glibc_resolves_through_resolv_conf_for_getent_curl_and_getaddrinfo() {
         let ran = in_private_etc(
             &unshare,
             etc.path(),
+            CLIENT_RUN,
             &[&curl, "-sS", "--max-time", "20", "--noproxy", "*", &url],
         );
         ran.expect_success(&format!("curl {url}"));
@@ -1348,7 +1288,7 @@ async fn glibc_resolves_through_resolv_conf_for_getent_curl_and_getaddrinfo() {
     cmd.extend([script.as_str(), "-"]);
     cmd.extend(queries.iter().map(String::as_str));
     let tcp_before = f.tcp_responses();
-    let ran = in_private_etc(&unshare, etc.path(), &cmd);
+    let ran = in_private_etc(&unshare, etc.path(), CLIENT_RUN, &cmd);
     ran.expect_success("python getaddrinfo");
     let results = parse_client_output(&ran.stdout);
     assert_addrs(

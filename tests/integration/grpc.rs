@@ -22,7 +22,8 @@
 //! (c) and (d) run together, from one change in etcd, and the time each
 //! took is printed (`grpc[<client>]: ...` lines): the bound is gRPC's
 //! re-resolution (at most every 30 s, when a connection ends; see README
-//! "Calling go-zero services").
+//! "Calling go-zero services"). Node's default resolver, through a private
+//! /etc/resolv.conf rather than a DNS server in the target, gets (a) too.
 //!
 //! The programs are tests/clients/grpc/client.py, tests/clients/grpc-node/
 //! client.js and tests/clients/grpc-go/main.go, all with one command line
@@ -478,8 +479,9 @@ struct Fixture {
 
 impl Fixture {
     /// `net` picks the loopback addresses, 127.0.1.<net>1 to <net>4, so
-    /// that tests running at once never share one.
-    async fn start(server: ServerProgram, net: u8) -> Fixture {
+    /// that tests running at once never share one; rpcdns listens on a
+    /// free port of 127.0.0.1, or on `dns_listen`.
+    async fn start(server: ServerProgram, net: u8, dns_listen: Option<SocketAddr>) -> Fixture {
         let addrs: Vec<Ipv4Addr> = (1..=4)
             .map(|i| Ipv4Addr::new(127, 0, 1, net * 10 + i))
             .collect();
@@ -491,7 +493,33 @@ impl Fixture {
             "grpc:\n  overrides:\n    - pattern: plain.rpc\n      service_config: off\n",
         )
         .expect("write config");
-        let env = TestEnv::start(&["--config", &config.display().to_string()]).await;
+        let config = config.display().to_string();
+        let env = match dns_listen {
+            None => TestEnv::start(&["--config", &config]).await,
+            Some(listen) => {
+                let etcd = Etcd::start();
+                let client = etcd.client().await;
+                let rpcdns = Rpcdns::spawn(
+                    &[
+                        "--etcd",
+                        &etcd.endpoint(),
+                        "--dns-listen",
+                        &listen.to_string(),
+                        "--http-listen",
+                        "127.0.0.1:0",
+                        "--config",
+                        &config,
+                    ]
+                    .map(String::from),
+                );
+                rpcdns.wait_ready();
+                TestEnv {
+                    rpcdns,
+                    client,
+                    etcd,
+                }
+            }
+        };
         let mut f = Fixture {
             env,
             server,
@@ -566,7 +594,7 @@ async fn calls_spread_and_follow_etcd(lang: Lang, net: u8) {
         return;
     };
     let name = client.name();
-    let mut f = Fixture::start(server, net).await;
+    let mut f = Fixture::start(server, net, None).await;
 
     // (a) The TXT config: round_robin over every instance.
     let counts = spread(
@@ -709,4 +737,66 @@ async fn node_grpc_js_spreads_calls_and_follows_etcd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_grpc_spreads_calls_and_follows_etcd() {
     calls_spread_and_follow_etcd(Lang::Go, 3).await;
+}
+
+/// Node's default resolver, the one most Node programs use: no DNS server
+/// in the target (`dns:///...`) and no GRPC_NODE_USE_ALTERNATIVE_RESOLVER,
+/// so grpc-js takes the addresses from getaddrinfo (glibc: nsswitch.conf,
+/// resolv.conf) and the TXT record from c-ares (resolv.conf). In a private
+/// mount namespace whose resolv.conf names rpcdns on port 53, the TXT
+/// config still spreads the calls. Needs root, like the glibc test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_grpc_js_through_resolv_conf_spreads_calls() {
+    let (Some(client), Some(server), Some(unshare)) = (
+        GrpcClient::find(Lang::Node),
+        ServerProgram::python(),
+        tool("unshare"),
+    ) else {
+        return;
+    };
+    assert_eq!(
+        effective_uid(),
+        Some(0),
+        "this test needs root: it bind-mounts its own /etc/resolv.conf (unshare --mount) \
+         and runs rpcdns on port 53; run the suite as root, as CI does"
+    );
+    let listen = free_port53(54);
+    let f = Fixture::start(server, 4, Some(listen)).await;
+    let etc = tempfile::tempdir().expect("temp dir for resolv.conf");
+    for (file, text) in [
+        (
+            "resolv.conf",
+            format!("nameserver {}\noptions timeout:2 attempts:3\n", listen.ip()),
+        ),
+        ("nsswitch.conf", nsswitch_files_dns()),
+        ("hosts", "127.0.0.1 localhost\n".to_owned()),
+    ] {
+        std::fs::write(etc.path().join(file), text).expect("write a private /etc file");
+    }
+    let target = format!("dns:///sms.rpc.{}:{}", ZONE.trim_end_matches('.'), f.port);
+    let env: Vec<String> = client
+        .env
+        .iter()
+        .filter(|(key, _)| *key != "GRPC_NODE_USE_ALTERNATIVE_RESOLVER")
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    let program = client.program.display().to_string();
+    let calls = SPREAD_CALLS.to_string();
+    let mut cmd: Vec<&str> = vec!["env", "-u", "GRPC_NODE_USE_ALTERNATIVE_RESOLVER"];
+    cmd.extend(env.iter().map(String::as_str));
+    cmd.push(&program);
+    cmd.extend(client.prefix.iter().map(String::as_str));
+    cmd.extend(["--target", &target, "--calls", &calls]);
+    let ran = in_private_etc(&unshare, etc.path(), CLIENT_RUN, &cmd);
+    ran.expect_success("node client through resolv.conf");
+    let calls: Vec<Call> = ran.stdout.lines().filter_map(Call::parse).collect();
+    assert_eq!(calls.len(), SPREAD_CALLS, "{}", ran.all());
+    let counts = spread(client.name(), &calls);
+    eprintln!("grpc[node grpc-js, resolv.conf]: {SPREAD_CALLS} calls to {target}: {counts:?}");
+    // grpc-js sends its first call or two before the TXT answer arrives.
+    assert_eq!(counts.len(), 3, "calls reach every instance: {counts:?}");
+    assert!(
+        counts.values().all(|&n| n >= MIN_PER_INSTANCE),
+        "each instance gets at least {MIN_PER_INSTANCE}: {counts:?}"
+    );
 }

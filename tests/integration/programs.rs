@@ -1,12 +1,18 @@
 //! The external programs the client tests run (clients.rs, grpc.rs): where
-//! their sources and builds live, finding installed tools, and what to do
-//! when one is missing (fail under CI, skip by hand).
+//! their sources and builds live, finding installed tools, what to do when
+//! one is missing (fail under CI, skip by hand), and running one with a
+//! private /etc/resolv.conf.
 
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use crate::harness::rpcdns_bin;
+use crate::harness::{Ran, rpcdns_bin, run};
+
+/// Loopback addresses tried, in order, for a DNS server on port 53 that a
+/// private resolv.conf names.
+const PORT53_CANDIDATES: std::ops::RangeInclusive<u8> = 1..=20;
 
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -92,4 +98,72 @@ pub fn stale(output: &Path, inputs: &[PathBuf]) -> bool {
     inputs
         .iter()
         .any(|i| modified(i).is_none_or(|m: SystemTime| m > built))
+}
+
+// ----------------------------------------------------------------------------
+// A private /etc/resolv.conf
+// ----------------------------------------------------------------------------
+
+pub fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|euid| euid.parse().ok())
+}
+
+/// A loopback address whose port 53 is free for UDP and TCP right now:
+/// 127.0.<net>.1 onwards. Tests that run at once pass different `net`s, so
+/// that two cannot pick the same address between the check and the bind.
+pub fn free_port53(net: u8) -> SocketAddr {
+    PORT53_CANDIDATES
+        .map(|last| SocketAddr::from((Ipv4Addr::new(127, 0, net, last), 53)))
+        .find(|addr| UdpSocket::bind(addr).is_ok() && TcpListener::bind(addr).is_ok())
+        .unwrap_or_else(|| {
+            panic!("port 53 is taken on every one of 127.0.{net}.{PORT53_CANDIDATES:?}")
+        })
+}
+
+/// /etc/nsswitch.conf with its `hosts:` line replaced by `hosts: files
+/// dns`, so that an mdns rule for `.local` cannot take the names away.
+pub fn nsswitch_files_dns() -> String {
+    let current = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
+    let mut out: Vec<String> = current
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("hosts:"))
+        .map(str::to_string)
+        .collect();
+    out.push("hosts: files dns".to_string());
+    out.join("\n") + "\n"
+}
+
+/// Runs `cmd` in a private mount namespace whose /etc/resolv.conf,
+/// /etc/nsswitch.conf and /etc/hosts are the files in `etc`.
+pub fn in_private_etc(unshare: &Path, etc: &Path, within: Duration, cmd: &[&str]) -> Ran {
+    // The proxies of the environment must not carry curl elsewhere.
+    let mut command = Command::new(unshare);
+    command
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(
+            "set -e; \
+             mount --bind \"$1/resolv.conf\" /etc/resolv.conf; \
+             mount --bind \"$1/nsswitch.conf\" /etc/nsswitch.conf; \
+             mount --bind \"$1/hosts\" /etc/hosts; \
+             shift; exec \"$@\"",
+        )
+        .arg("sh")
+        .arg(etc)
+        .args(cmd);
+    for proxy in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        command.env_remove(proxy);
+    }
+    run(&mut command, within)
 }
