@@ -219,6 +219,12 @@ impl DnsHandler {
             Ok(Resolution::Outside) => self.forward(request, &mut metadata).await,
             Err(code) => {
                 metadata.response_code = code;
+                if code == ResponseCode::NotImp {
+                    // The flags of an opcode we do not implement mean
+                    // nothing we know of: copy none but RD (the response
+                    // already has AA, TC, RA and AD clear, and no Z).
+                    metadata.checking_disabled = false;
+                }
                 None
             }
         };

@@ -216,12 +216,24 @@ async fn header_opcode_and_z_bit() {
     put_instances(&env, "h.rpc", 1).await;
     wait_count(env.dns(), "h.rpc.svc.local.", 1);
 
-    // Opcode 3 is unassigned.
-    let mut q = raw_query(3, "h.rpc.svc.local.", 1, None);
-    q[2] |= 3 << 3;
-    let reply = udp_raw(env.dns(), &q, QUERY_TIMEOUT).expect("reply to opcode 3");
-    assert_ne!(reply[2] & 0x80, 0, "QR not set");
-    assert_eq!(raw_rcode(&reply), 4, "unknown opcode wants NOTIMP");
+    // Opcode 3 is unassigned. Its header bits mean nothing we know: the
+    // NOTIMP copies none of AA, TC, RA, Z, AD, CD (RD may be copied).
+    for (flags2, flags3) in [(0x00, 0x00), (0x07, 0xF0)] {
+        let mut q = raw_query(3, "h.rpc.svc.local.", 1, None);
+        q[2] = (3 << 3) | flags2;
+        q[3] = flags3;
+        let reply = udp_raw(env.dns(), &q, QUERY_TIMEOUT).expect("reply to opcode 3");
+        assert_ne!(reply[2] & 0x80, 0, "QR not set");
+        assert_eq!(raw_rcode(&reply), 4, "unknown opcode wants NOTIMP");
+        assert_eq!(reply[2] & 0x06, 0, "AA or TC copied: {:02x}", reply[2]);
+        assert_eq!(reply[2] & 0x01, flags2 & 0x01, "RD is copied");
+        assert_eq!(
+            reply[3] & 0xF0,
+            0,
+            "RA, Z, AD or CD copied: {:02x}",
+            reply[3]
+        );
+    }
 
     // Z bit set in the query → cleared in the reply, and answered normally.
     let mut q = raw_query(4, "h.rpc.svc.local.", 1, None);
