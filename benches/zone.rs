@@ -24,9 +24,9 @@ use hickory_proto::rr::Name;
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler};
-use rpcdns::answer;
-use rpcdns::dns::{CaptureResponse, DEFAULT_MAX_UDP_PAYLOAD, DnsHandler};
-use rpcdns::registration::{Endpoint, Registration};
+use rpcdns::serve::answer;
+use rpcdns::serve::handler::{CaptureResponse, DEFAULT_MAX_UDP_PAYLOAD, DnsHandler};
+use rpcdns::source::registration::{Endpoint, Registration};
 use rpcdns::zone::{ZoneParams, ZoneStore, ZoneWriter};
 
 /// Instances per service, as in the whole-system benchmarks.

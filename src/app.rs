@@ -16,16 +16,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::admin::{self, AdminState};
 use crate::config::{Config, DnsConfig, EtcdConfig, GrpcConfig, HttpConfig, LogConfig};
-use crate::dns::DnsHandler;
-use crate::etcd;
-use crate::metrics::Metrics;
-use crate::registration::Patterns;
-use crate::status::SyncStatus;
-use crate::tcp;
-use crate::udp::{self, UdpServer};
-use crate::watcher::Watcher;
+use crate::ops::admin::{self, AdminState};
+use crate::ops::metrics::Metrics;
+use crate::ops::status::SyncStatus;
+use crate::serve::handler::DnsHandler;
+use crate::serve::tcp;
+use crate::serve::udp::{self, UdpServer};
+use crate::source::etcd;
+use crate::source::registration::Patterns;
+use crate::source::watcher::Watcher;
 use crate::zone::{GrpcConfigs, ZoneParams, ZoneStore, ZoneWriter};
 
 /// How long shutdown may take before we stop waiting.
@@ -178,7 +178,7 @@ fn raise_open_file_limit() {
         }
     }
     // The TCP connections, plus sockets, etcd, HTTP and some slack.
-    let wanted = (crate::tcp::MAX_CONNECTIONS + 256) as libc::rlim_t;
+    let wanted = (crate::serve::tcp::MAX_CONNECTIONS + 256) as libc::rlim_t;
     if limit.rlim_cur < wanted {
         tracing::warn!(
             limit = limit.rlim_cur,
@@ -243,7 +243,10 @@ pub async fn serve(
     // the hickory handler for anything unusual.
     let handler = Arc::new(
         DnsHandler::new(store.clone(), dns.max_udp_payload).with_forwarding(
-            crate::forward::Forwarder::new(dns.upstream.clone(), dns.allow_recursion_from.clone()),
+            crate::serve::forward::Forwarder::new(
+                dns.upstream.clone(),
+                dns.allow_recursion_from.clone(),
+            ),
         ),
     );
     let dns_token = CancellationToken::new();

@@ -24,14 +24,14 @@ use hickory_proto::rr::{Name, RecordType};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
 
-use crate::answer::{self, CLASSIC_UDP_PAYLOAD, HEADER_LEN, MAX_MESSAGE, Outcome};
-use crate::dns::{self, DnsHandler};
-use crate::registration::{
+use crate::serve::answer::{self, CLASSIC_UDP_PAYLOAD, HEADER_LEN, MAX_MESSAGE, Outcome};
+use crate::serve::handler::{self, DnsHandler};
+use crate::serve::udp::MAX_QUERY;
+use crate::source::registration::{
     self, Classified, ClassifiedKey, Endpoint, HASHED_LABEL_LEN, MAX_LABEL_LEN, MAX_NAME_LEN,
     MAX_SERVICE_NAME_LEN, Patterns, Registration,
 };
-use crate::service_config::{DEFAULT_SERVICE_CONFIG, ServiceConfig};
-use crate::udp::MAX_QUERY;
+use crate::zone::service_config::{DEFAULT_SERVICE_CONFIG, ServiceConfig};
 use crate::zone::{GrpcConfigs, ZoneParams, ZoneStore, ZoneWriter, host_wire};
 
 // ===== The request path =====================================================
@@ -270,7 +270,7 @@ impl RequestPath {
                 return Some((Path::Fast, out));
             }
         }
-        let Some(request) = dns::full_request(packet, CLIENT, Protocol::Udp, &mut out) else {
+        let Some(request) = handler::full_request(packet, CLIENT, Protocol::Udp, &mut out) else {
             return (!out.is_empty()).then_some((Path::FormErr, out));
         };
         let bytes = self.full_path(handler, &request);
@@ -293,7 +293,7 @@ impl RequestPath {
                 return Some((Path::Fast, out));
             }
         }
-        let Some(request) = dns::full_request(packet, CLIENT, Protocol::Tcp, &mut out) else {
+        let Some(request) = handler::full_request(packet, CLIENT, Protocol::Tcp, &mut out) else {
             return (!out.is_empty()).then_some((Path::FormErr, out));
         };
         let bytes = self.full_path(handler, &request);

@@ -2,59 +2,46 @@
 //! authoritative DNS zone, so that programs without an etcd client can find
 //! `sms.rpc.svc.local` through plain DNS.
 //!
-//! ```text
-//!  etcd ──(paged get @R, watch from R+1)──▶ etcd.rs
-//!                                             │ KvEvent batches
-//!                                             ▼
-//!                     registration.rs ◀── watcher.rs ──▶ status.rs (ready, connected, skipped keys)
-//!                 (key/value → Registration)  │ upsert / remove one service
-//!                                             ▼
-//!                                          zone.rs  ZoneWriter ──publish──▶ ZoneStore (ArcSwap<ZoneSnapshot>,
-//!                                                                            services pre-encoded in wire form)
-//!                                                                              │ guard() per batch, never blocks
-//!  client ──UDP──▶ udp.rs (recvmmsg ×32 per core) ──▶ answer.rs (parse, respond) ┤
-//!                    │ unusual query                                           │
-//!                    └──▶ dns.rs (hickory RequestHandler) ──▶ answer.rs ───────┤
-//!  client ──TCP──▶ tcp.rs (task per connection) ──▶ answer.rs, or dns.rs ──────┘
+//! The data flows one way, through one folder each:
 //!
-//!  operator ──HTTP──▶ admin.rs (/healthz, /readyz, /metrics, /debug/zone)
+//! ```text
+//!  etcd ──(paged read @R, watch from R+1)──▶ source/   etcd.rs → registration.rs → watcher.rs
+//!                                              │ upsert / remove one service, publish per batch
+//!                                              ▼
+//!                                            zone/     ZoneWriter ──▶ ZoneStore (ArcSwap<ZoneSnapshot>,
+//!                                              │                      every answer pre-encoded)
+//!                                              │ one lock-free load per query
+//!                                              ▼
+//!  client ──UDP/TCP──▶                       serve/    udp.rs, tcp.rs → answer.rs (fast path)
+//!                                                        └─ anything unusual → handler.rs (hickory),
+//!                                                           forward.rs for names outside the zone
+//!
+//!  operator ──HTTP──▶                        ops/      admin.rs reads the zone, status.rs, metrics.rs
 //! ```
 //!
-//! Modules, in data-flow order:
-//! - [`config`]: command line and YAML → validated [`config::Config`].
-//! - [`registration`]: go-zero key/value → typed [`registration::Registration`]; pure.
-//! - [`service_config`]: gRPC service configs → validated JSON → `_grpc_config` TXT text; pure.
-//! - [`etcd`]: initial paged read, watch, reconnect and resume; no DNS types.
-//! - [`watcher`]: applies etcd events to the zone and the sync status.
-//! - [`zone`]: immutable snapshots and their lookups; no I/O.
-//! - [`answer`]: wire-format answers straight from a snapshot (both paths).
-//! - [`dns`]: hickory `RequestHandler`: TCP and unusual queries (the full path).
-//! - [`forward`]: names outside the zone → upstream resolvers, for allowed clients.
-//! - [`udp`]: the UDP fast path: batched, one socket per core.
-//! - [`tcp`]: DNS over TCP: pipelined, idle connections closed.
-//! - [`admin`]: the operator's HTTP endpoints.
-//! - [`status`]: readiness latch, shutdown flag, etcd connection flag, skipped keys.
-//! - [`metrics`]: metric names, lock-free per-thread counters, Prometheus text.
+//! Imports follow the flow: [`zone`] imports nothing from [`source`] or
+//! [`serve`]; [`serve`] nothing from [`source`]; [`source`] nothing from
+//! [`serve`]. [`ops`] (status and metrics, which every stage records into;
+//! logging; the HTTP endpoints, which read the zone) and [`config`] sit
+//! beside the flow: any stage may import them, and they import no stage
+//! but the zone. [`app`] wires it all together.
+//!
+//! - [`config`]: command line and YAML → a validated [`config::Config`].
+//! - [`source`]: etcd → registrations → changes to the zone.
+//! - [`zone`]: immutable snapshots, their lookups, their single writer;
+//!   no I/O.
+//! - [`serve`]: DNS over UDP and TCP, answered from the snapshot.
+//! - [`ops`]: HTTP endpoints, metrics, sync status, logs.
 //! - [`app`]: binds the listeners and runs everything until shutdown.
-//! - [`logging`]: `tracing` subscriber set-up (text or JSON, level filter).
 //! - `fuzzing` (hidden): the request path and registration parsing driven
-//!   in-process with their invariants, for `fuzz/` and the corpus replay test.
+//!   in-process with their invariants, for `fuzz/` and the corpus replay
+//!   test.
 
-pub mod admin;
-pub mod answer;
 pub mod app;
 pub mod config;
-pub mod dns;
-pub mod etcd;
-pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod logging;
-pub mod metrics;
-pub mod registration;
-pub mod service_config;
-pub mod status;
-pub mod tcp;
-pub mod udp;
-pub mod watcher;
+pub mod ops;
+pub mod serve;
+pub mod source;
 pub mod zone;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use rpcdns::config::{self, Cli, Command};
-use rpcdns::logging;
+use rpcdns::ops::logging;
 
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     // is a config error (exit 2), found before any port is bound, and by
     // check-config.
     if let Some(tls) = &config.etcd.tls
-        && let Err(err) = rpcdns::etcd::tls_options(tls, config.etcd.dial_timeout)
+        && let Err(err) = rpcdns::source::etcd::tls_options(tls, config.etcd.dial_timeout)
     {
         eprintln!("rpcdns: error: {}", chain(&err));
         return ExitCode::from(EXIT_CONFIG);

@@ -26,13 +26,13 @@ const CANARY_KEY: &str = "canary.rpc/1";
 const CANARY: &str = "canary.rpc.svc.local.";
 const CANARY_ADDR: Ipv4Addr = Ipv4Addr::new(10, 9, 9, 9);
 
-/// What the server's TCP code promises (src/tcp.rs `IDLE_TIMEOUT`,
+/// What the server's TCP code promises (src/serve/tcp.rs `IDLE_TIMEOUT`,
 /// `MAX_CONNECTIONS`; README "Choices where SPEC is silent").
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: usize = 4096;
 /// The default `dns.max_udp_payload`: no UDP response may be larger.
 const MAX_UDP_PAYLOAD: usize = 1232;
-/// UDP datagrams longer than this are not queries (src/udp.rs `MAX_QUERY`).
+/// UDP datagrams longer than this are not queries (src/serve/udp.rs `MAX_QUERY`).
 const MAX_QUERY: usize = 4096;
 
 /// Raises this process's soft RLIMIT_NOFILE to its hard limit (at most
@@ -1670,7 +1670,7 @@ async fn a_cut_rrset_reaches_every_instance_within_a_few_queries() {
 /// A question name that is a compression pointer into the header (here
 /// to offset 2, so it decodes as a one-octet label) gets REFUSED with the
 /// question echoed byte for byte (hickory-server's `Queries::as_bytes`,
-/// also what `dns.rs` hands `answer::respond`): in the reply the pointer
+/// also what `serve/handler.rs` hands `answer::respond`): in the reply the pointer
 /// lands on the reply's own, different flags, and the reply does not parse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_question_pointing_into_the_header_gets_a_well_formed_reply_or_none() {
@@ -1689,7 +1689,7 @@ async fn a_question_pointing_into_the_header_gets_a_well_formed_reply_or_none() 
 }
 
 /// A skipped key is logged with `%` (Display) formatting of its lossy text
-/// (src/watcher.rs, the two `skipping etcd key` warnings): a newline in an
+/// (src/source/watcher.rs, the two `skipping etcd key` warnings): a newline in an
 /// etcd key starts a log line of the writer's choosing, and control octets
 /// reach the log raw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,7 +58,7 @@ async fn http_endpoints_answer() {
     .into_iter()
     .map(str::to_owned)
     .chain(
-        rpcdns::metrics::ALL_NAMES
+        rpcdns::ops::metrics::ALL_NAMES
             .iter()
             .map(|name| format!("# TYPE {name} ")),
     )

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use rpcdns::metrics;
+use rpcdns::ops::metrics;
 
 use crate::harness::*;
 

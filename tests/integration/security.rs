@@ -20,7 +20,7 @@ use crate::harness::*;
 const SMS: &str = "sms.rpc.svc.local.";
 /// How long rpcdns may take to exit on a start-up error.
 const EXIT: Duration = Duration::from_secs(15);
-/// Log lines `etcd.rs` writes; a change there must show up here.
+/// Log lines `source/etcd.rs` writes; a change there must show up here.
 /// The warning for an etcd that cannot be reached at all.
 const UNREACHABLE: &str = "etcd unreachable";
 const TLS_FAILED: &str = "tls handshake with etcd failed";
@@ -28,7 +28,7 @@ const CREDENTIALS_REFUSED: &str = "etcd refused the credentials";
 const ATTEMPT_FAILED: &str = "etcd reconnect attempt failed";
 /// rpcdns at info, plus the debug line of each quiet retry, so a test can
 /// tell "retried five times, logged once" from "tried once".
-const LOG_RETRIES: &str = "info,rpcdns::etcd=debug";
+const LOG_RETRIES: &str = "info,rpcdns::source::etcd=debug";
 
 // ----------------------------------------------------------------------------
 // Certificates

@@ -24,8 +24,10 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
 use serde_json::json;
 
-use crate::registration::{self, Endpoint, Patterns, Registration};
-use crate::service_config::{GRPC_CONFIG_LABEL, ServiceConfig};
+use crate::source::registration::{self, Endpoint, Patterns, Registration};
+use service_config::{GRPC_CONFIG_LABEL, ServiceConfig};
+
+pub mod service_config;
 
 // ---------------------------------------------------------------------------
 // Constants
@@ -1373,7 +1375,7 @@ pub(crate) mod testing {
     pub(crate) fn grpc(overrides: &[(&str, Option<&str>)]) -> GrpcConfigs {
         let parse = |json: &str| ServiceConfig::parse(json).unwrap();
         GrpcConfigs::new(
-            Some(parse(crate::service_config::DEFAULT_SERVICE_CONFIG)),
+            Some(parse(crate::zone::service_config::DEFAULT_SERVICE_CONFIG)),
             overrides
                 .iter()
                 .map(|(glob, json)| (glob.to_string(), json.map(parse)))
@@ -1811,7 +1813,7 @@ mod tests {
         );
         assert_eq!(
             json_at("_grpc_config.other.svc").as_deref(),
-            Some(crate::service_config::DEFAULT_SERVICE_CONFIG),
+            Some(crate::zone::service_config::DEFAULT_SERVICE_CONFIG),
             "no override: the default"
         );
         for missing in [

@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::answer::{self, MAX_MESSAGE, Outcome};
-use crate::dns::{self, DnsHandler};
-use crate::metrics::{Metrics, QType, Rcode, Transport};
+use crate::ops::metrics::{Metrics, QType, Rcode, Transport};
+use crate::serve::answer::{self, MAX_MESSAGE, Outcome};
+use crate::serve::handler::{self, DnsHandler};
 use crate::zone::ZoneStore;
 
 /// A connection that sends nothing for this long is closed (RFC 7766 §6.2.3
@@ -178,7 +178,7 @@ impl Connection {
         }
         // The full path.
         response.clear();
-        let Some(request) = dns::full_request(query, self.peer, Protocol::Tcp, response) else {
+        let Some(request) = handler::full_request(query, self.peer, Protocol::Tcp, response) else {
             if !response.is_empty() {
                 self.metrics
                     .queries()

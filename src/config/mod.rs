@@ -36,7 +36,7 @@ use serde::Deserialize;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{Location, MessageFormatter, Spanned};
 
-use crate::service_config::{DEFAULT_SERVICE_CONFIG, ServiceConfig};
+use crate::zone::service_config::{DEFAULT_SERVICE_CONFIG, ServiceConfig};
 
 // ---------------------------------------------------------------------------
 // Defaults

@@ -1,7 +1,7 @@
 //! Applies etcd events to the zone and the sync status, and publishes a new
 //! snapshot after each batch.
 //!
-//! The [`Watcher`] is the [`SyncSink`] that [`crate::etcd::run`] feeds: it
+//! The [`Watcher`] is the [`SyncSink`] that [`crate::source::etcd::run`] feeds: it
 //! classifies each key/value with [`registration::classify`], stages the
 //! result in the single [`ZoneWriter`], and publishes once per full read or
 //! watch response, so readers see each batch whole.
@@ -9,10 +9,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use crate::etcd::{KvEvent, ResyncReason, SyncSink};
-use crate::metrics::{EventType, Metrics};
-use crate::registration::{self, Classified, Patterns};
-use crate::status::{SkippedKey, SyncStatus};
+use crate::ops::metrics::{EventType, Metrics};
+use crate::ops::status::{SkippedKey, SyncStatus};
+use crate::source::etcd::{KvEvent, ResyncReason, SyncSink};
+use crate::source::registration::{self, Classified, Patterns};
 use crate::zone::{PortsChange, ServiceChange, ZoneWriter, port_label};
 
 /// Turns etcd state and events into published zone snapshots.
@@ -442,7 +442,7 @@ mod tests {
             20,
             ResyncReason::Compacted,
         );
-        let text = metrics.render(&crate::metrics::Gauges::default());
+        let text = metrics.render(&crate::ops::metrics::Gauges::default());
         for expected in [
             "rpcdns_etcd_events_total{type=\"put\"} 3\n",
             "rpcdns_etcd_events_total{type=\"delete\"} 1\n",

@@ -40,7 +40,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::answer::{CLASSIC_UDP_PAYLOAD, MAX_MESSAGE};
+use crate::serve::answer::{CLASSIC_UDP_PAYLOAD, MAX_MESSAGE};
 
 // ---------------------------------------------------------------------------
 // Constants

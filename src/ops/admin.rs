@@ -25,8 +25,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{self, Gauges, Metrics};
-use crate::status::SyncStatus;
+use crate::ops::metrics::{self, Gauges, Metrics};
+use crate::ops::status::SyncStatus;
 use crate::zone::ZoneStore;
 
 // ---------------------------------------------------------------------------

@@ -31,9 +31,9 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::answer::{self, Outcome};
-use crate::dns::{self, DnsHandler};
-use crate::metrics::{Metrics, QType, QueryShard, Rcode, Transport};
+use crate::ops::metrics::{Metrics, QType, QueryShard, Rcode, Transport};
+use crate::serve::answer::{self, Outcome};
+use crate::serve::handler::{self, DnsHandler};
 use crate::zone::ZoneStore;
 
 /// Datagrams received and answered per system call.
@@ -329,7 +329,7 @@ impl Worker {
     /// arrived, so its latency counts the wait in the batch too.
     fn full_path(&self, packet: &[u8], src: SocketAddr, counters: &QueryShard, started: Instant) {
         let mut formerr = Vec::new();
-        let Some(request) = dns::full_request(packet, src, Protocol::Udp, &mut formerr) else {
+        let Some(request) = handler::full_request(packet, src, Protocol::Udp, &mut formerr) else {
             if !formerr.is_empty() {
                 let _ = self.socket.send_to(&formerr, src);
                 counters.record_response(Transport::Udp, &formerr, started.elapsed());

@@ -20,8 +20,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::etcd::ResyncReason;
-use crate::registration::SkipReason;
+use crate::source::etcd::ResyncReason;
+use crate::source::registration::SkipReason;
 
 // ---------------------------------------------------------------------------
 // Names

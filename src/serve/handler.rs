@@ -4,11 +4,11 @@
 //! hickory parses the request (anything unusual: several questions, other
 //! opcodes, EDNS versions, malformed OPT records) and encodes the response,
 //! echoing the question section byte for byte. The records themselves come
-//! from [`crate::answer::respond`], the same code the UDP fast path runs, so
+//! from [`crate::serve::answer::respond`], the same code the UDP fast path runs, so
 //! both paths answer alike.
 //!
 //! Names outside the zone reach only this path (the fast path hands them
-//! over): they are forwarded through [`crate::forward::Forwarder`] when one
+//! over): they are forwarded through [`crate::serve::forward::Forwarder`] when one
 //! is configured and allows the client, else REFUSED. A forwarded answer
 //! goes back under the client's ID and question, RA set, AA clear, with our
 //! own OPT record, and within the client's UDP limit.
@@ -25,8 +25,8 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use tracing::{debug, warn};
 
-use crate::answer::{self, CLASSIC_UDP_PAYLOAD, EdnsQuery, MAX_MESSAGE, Outcome, Question};
-use crate::forward::{ForwardQuery, Forwarder, Transport};
+use crate::serve::answer::{self, CLASSIC_UDP_PAYLOAD, EdnsQuery, MAX_MESSAGE, Outcome, Question};
+use crate::serve::forward::{ForwardQuery, Forwarder, Transport};
 use crate::zone::ZoneStore;
 
 /// The largest UDP payload we advertise and send unless configured

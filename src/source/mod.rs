@@ -1,0 +1,17 @@
+//! Where registrations come from: etcd, read and watched, and what its
+//! keys and values mean.
+//!
+//! In: the etcd cluster (a paged read at revision R, then a watch from
+//! R+1, resumed after outages). Out: changes to the zone, through the one
+//! [`crate::zone::ZoneWriter`], published once per read or watch
+//! response; the sync status and metrics in [`crate::ops`].
+//!
+//! - [`etcd`]: connection, paged read, watch, reconnect and resume; no DNS
+//!   types.
+//! - [`registration`]: one go-zero key/value → a [`registration::Registration`],
+//!   skipped with a reason, or someone else's key; pure.
+//! - [`watcher`]: applies what etcd says to the zone writer.
+
+pub mod etcd;
+pub mod registration;
+pub mod watcher;
