@@ -26,7 +26,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler};
 use rpcdns::serve::answer;
 use rpcdns::serve::handler::{CaptureResponse, DEFAULT_MAX_UDP_PAYLOAD, DnsHandler};
-use rpcdns::source::registration::{Endpoint, Registration};
+use rpcdns::zone::{Endpoint, Registration};
 use rpcdns::zone::{ZoneParams, ZoneStore, ZoneWriter};
 
 /// Instances per service, as in the whole-system benchmarks.

@@ -24,8 +24,8 @@ use crate::serve::handler::DnsHandler;
 use crate::serve::tcp;
 use crate::serve::udp::{self, UdpServer};
 use crate::source::etcd;
-use crate::source::registration::Patterns;
 use crate::source::watcher::Watcher;
+use crate::zone::names::Patterns;
 use crate::zone::{GrpcConfigs, ZoneParams, ZoneStore, ZoneWriter};
 
 /// How long shutdown may take before we stop waiting.

@@ -7,7 +7,7 @@
 //!  bytes ──▶ RequestPath::check ──▶ as udp.rs dispatches (×3 server limits) ─┐
 //!                                └─▶ as tcp.rs dispatches ──────────────────┤
 //!                                                      invariants on each ◀─┘
-//!  bytes ──▶ check_key_value ──▶ registration::classify ──▶ invariants, zone round trip
+//!  bytes ──▶ check_key_value ──▶ gozero::classify ──▶ invariants, zone round trip
 //! ```
 //!
 //! The dispatch below repeats what `udp.rs` (`Worker::run`, `full_path`)
@@ -24,15 +24,18 @@ use hickory_proto::rr::{Name, RecordType};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
 
+use crate::ops::metrics::SkipReason;
 use crate::serve::answer::{self, CLASSIC_UDP_PAYLOAD, HEADER_LEN, MAX_MESSAGE, Outcome};
 use crate::serve::handler::{self, DnsHandler};
 use crate::serve::udp::MAX_QUERY;
-use crate::source::registration::{
-    self, Classified, ClassifiedKey, Endpoint, HASHED_LABEL_LEN, MAX_LABEL_LEN, MAX_NAME_LEN,
-    MAX_SERVICE_NAME_LEN, Patterns, Registration,
+use crate::source::gozero::{self, Classified, ClassifiedKey};
+use crate::zone::names::{
+    self, HASHED_LABEL_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_SERVICE_NAME_LEN, Patterns,
 };
 use crate::zone::service_config::{DEFAULT_SERVICE_CONFIG, ServiceConfig};
-use crate::zone::{GrpcConfigs, ZoneParams, ZoneStore, ZoneWriter, host_wire};
+use crate::zone::{
+    Endpoint, GrpcConfigs, Registration, ZoneParams, ZoneStore, ZoneWriter, host_wire,
+};
 
 // ===== The request path =====================================================
 
@@ -196,7 +199,7 @@ impl RequestPath {
         let origin_text = zone.params().origin_text();
         for (key, value) in zone_registrations() {
             if let Classified::Registration(registration) =
-                registration::classify(key.as_bytes(), value.as_bytes(), &patterns, &origin_text)
+                gozero::classify(key.as_bytes(), value.as_bytes(), &patterns, &origin_text)
             {
                 writer.upsert(key.as_bytes(), registration);
             }
@@ -614,8 +617,8 @@ pub fn check_key_value(data: &[u8]) -> Result<(), String> {
     let (config, key, value) = split_key_value(data);
     let (globs, zone) = KEY_VALUE_CONFIGS[config];
     let patterns = Patterns::new(globs).map_err(|e| format!("patterns: {e}"))?;
-    let classified = registration::classify(key, value, &patterns, zone);
-    let key_only = registration::classify_key(key, &patterns, zone);
+    let classified = gozero::classify(key, value, &patterns, zone);
+    let key_only = gozero::classify_key(key, &patterns, zone);
     let (service_part, instance_part) = match key.iter().position(|&b| b == b'/') {
         Some(slash) => (&key[..slash], &key[slash + 1..]),
         None => (key, &[][..]),
@@ -653,7 +656,7 @@ pub fn check_key_value(data: &[u8]) -> Result<(), String> {
             ));
         }
     }
-    if let Classified::Skipped(registration::SkipReason::NoInstanceId) = classified
+    if let Classified::Skipped(SkipReason::NoInstanceId) = classified
         && !instance_part.is_empty()
     {
         return Err("no_instance_id for a key with an instance id".to_owned());
@@ -730,7 +733,7 @@ fn check_registration(
         }
     };
     // What go-zero would write for this endpoint parses back to it.
-    match registration::classify(key, value.as_bytes(), patterns, zone) {
+    match gozero::classify(key, value.as_bytes(), patterns, zone) {
         Classified::Registration(again) if again == *registration => {}
         other => {
             return Err(format!(
@@ -740,7 +743,7 @@ fn check_registration(
     }
 
     // The instance label: natural exactly when the rule says so, else hashed.
-    let natural = registration::natural_label(instance_id, service, zone);
+    let natural = names::natural_label(instance_id, service, zone);
     let lower = instance_id.to_ascii_lowercase();
     let natural_ok = (1..=MAX_LABEL_LEN).contains(&lower.len())
         && lower
@@ -752,12 +755,12 @@ fn check_registration(
         None if !natural_ok => {}
         other => return Err(format!("natural label {other:?} for id {instance_id:?}")),
     }
-    let hashed = registration::hashed_label(key);
+    let hashed = names::hashed_label(key);
     if hashed.len() != HASHED_LABEL_LEN
         || !hashed
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        || hashed != registration::hashed_label(key)
+        || hashed != names::hashed_label(key)
     {
         return Err(format!("hashed label {hashed:?}"));
     }

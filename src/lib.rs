@@ -5,7 +5,7 @@
 //! The data flows one way, through one folder each:
 //!
 //! ```text
-//!  etcd ──(paged read @R, watch from R+1)──▶ source/   etcd.rs → registration.rs → watcher.rs
+//!  etcd ──(paged read @R, watch from R+1)──▶ source/   etcd.rs → gozero.rs → watcher.rs
 //!                                              │ upsert / remove one service, publish per batch
 //!                                              ▼
 //!                                            zone/     ZoneWriter ──▶ ZoneStore (ArcSwap<ZoneSnapshot>,

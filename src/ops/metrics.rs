@@ -16,12 +16,9 @@
 //! scrape sums the shards.
 
 use std::cell::Cell;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
-
-use crate::source::etcd::ResyncReason;
-use crate::source::registration::SkipReason;
 
 // ---------------------------------------------------------------------------
 // Names
@@ -94,6 +91,116 @@ const BUCKET_SLOTS: usize = DURATION_BUCKETS.len() + 1;
 // ---------------------------------------------------------------------------
 // Label sets
 // ---------------------------------------------------------------------------
+
+/// Why the whole state was read (again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ResyncReason {
+    /// The first read after start.
+    Initial,
+    /// The watch's resume revision had been compacted away.
+    Compacted,
+    /// The server canceled the watch for another reason.
+    Canceled,
+}
+
+impl ResyncReason {
+    /// Label value for `rpcdns_etcd_resyncs_total{reason}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResyncReason::Initial => "initial",
+            ResyncReason::Compacted => "compacted",
+            ResyncReason::Canceled => "canceled",
+        }
+    }
+}
+
+impl std::fmt::Display for ResyncReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a matching key cannot be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// The key has no `/`, or nothing after it.
+    NoInstanceId,
+    /// The service key cannot become DNS labels under the zone.
+    InvalidServiceKey,
+    /// The instance id or the value is not UTF-8.
+    NotUtf8,
+    /// The value is longer than the source's limit (512 octets).
+    ValueTooLong,
+    /// The value has no `:port`, or an empty one.
+    NoPort,
+    /// The port is not a decimal number in 1..=65535.
+    BadPort,
+    /// The value has a port but no host (`:8001`, `[]:8001`).
+    EmptyHost,
+    /// The address is `0.0.0.0` or `::`, which reaches nobody.
+    UnspecifiedAddress,
+    /// The host is neither an IP address nor a valid host name.
+    InvalidHost,
+}
+
+impl SkipReason {
+    /// Every reason, e.g. to pre-register the metric's label values.
+    pub const ALL: [SkipReason; 9] = [
+        SkipReason::NoInstanceId,
+        SkipReason::InvalidServiceKey,
+        SkipReason::NotUtf8,
+        SkipReason::ValueTooLong,
+        SkipReason::NoPort,
+        SkipReason::BadPort,
+        SkipReason::EmptyHost,
+        SkipReason::UnspecifiedAddress,
+        SkipReason::InvalidHost,
+    ];
+
+    /// The `reason` label of `rpcdns_skipped_keys_total`, also shown in
+    /// `/debug/zone`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NoInstanceId => "no_instance_id",
+            SkipReason::InvalidServiceKey => "invalid_service_key",
+            SkipReason::NotUtf8 => "not_utf8",
+            SkipReason::ValueTooLong => "value_too_long",
+            SkipReason::NoPort => "no_port",
+            SkipReason::BadPort => "bad_port",
+            SkipReason::EmptyHost => "empty_host",
+            SkipReason::UnspecifiedAddress => "unspecified_address",
+            SkipReason::InvalidHost => "invalid_host",
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sentence = match self {
+            SkipReason::NoInstanceId => "the key has no instance id after the first '/'",
+            SkipReason::InvalidServiceKey => {
+                "the service key is not a valid host name under the zone \
+                 (empty label, label over 63 octets, name over 236 octets, \
+                 or a character other than letters, digits, '-' and '_')"
+            }
+            SkipReason::NotUtf8 => "the instance id or the value is not valid UTF-8",
+            SkipReason::ValueTooLong => "the value is longer than 512 octets",
+            SkipReason::NoPort => "the value has no port (expected host:port)",
+            SkipReason::BadPort => "the port is not a decimal number in 1..=65535",
+            SkipReason::EmptyHost => "the value has an empty host",
+            SkipReason::UnspecifiedAddress => {
+                "the address is unspecified (0.0.0.0 or ::) and reaches nobody"
+            }
+            SkipReason::InvalidHost => {
+                "the host is neither an IPv4 address, a bracketed IPv6 address \
+                 nor a valid host name"
+            }
+        };
+        f.write_str(sentence)
+    }
+}
 
 /// `transport` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

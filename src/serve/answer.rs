@@ -12,10 +12,9 @@
 //! is the header, the question as the client sent it (its letter case
 //! echoed byte for byte), and record bytes copied in rotated order.
 
-use crate::source::registration::Endpoint;
 use crate::zone::{
-    AddrOctets, Lookup, QNAME_OFFSET, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Service, WireRrs,
-    ZoneSnapshot, address_rdata, host_wire, pointer, rrtype, write_rr,
+    AddrOctets, Endpoint, Lookup, QNAME_OFFSET, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Service,
+    WireRrs, ZoneSnapshot, address_rdata, host_wire, pointer, rrtype, write_rr,
 };
 
 // ---------------------------------------------------------------------------

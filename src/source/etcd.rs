@@ -34,6 +34,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{EtcdConfig, TlsConfig};
+use crate::ops::metrics::ResyncReason;
 
 // ---------------------------------------------------------------------------
 // Constants
@@ -121,35 +122,6 @@ impl KvEvent {
             KvEvent::Put { .. } => "put",
             KvEvent::Delete { .. } => "delete",
         }
-    }
-}
-
-/// Why the whole state was read (again).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ResyncReason {
-    /// The first read after start.
-    Initial,
-    /// The watch's resume revision had been compacted away.
-    Compacted,
-    /// The server canceled the watch for another reason.
-    Canceled,
-}
-
-impl ResyncReason {
-    /// Label value for `rpcdns_etcd_resyncs_total{reason}`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResyncReason::Initial => "initial",
-            ResyncReason::Compacted => "compacted",
-            ResyncReason::Canceled => "canceled",
-        }
-    }
-}
-
-impl std::fmt::Display for ResyncReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

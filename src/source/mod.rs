@@ -8,10 +8,10 @@
 //!
 //! - [`etcd`]: connection, paged read, watch, reconnect and resume; no DNS
 //!   types.
-//! - [`registration`]: one go-zero key/value → a [`registration::Registration`],
+//! - [`gozero`]: one go-zero key/value → a [`crate::zone::Registration`],
 //!   skipped with a reason, or someone else's key; pure.
 //! - [`watcher`]: applies what etcd says to the zone writer.
 
 pub mod etcd;
-pub mod registration;
+pub mod gozero;
 pub mod watcher;

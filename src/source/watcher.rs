@@ -2,18 +2,20 @@
 //! snapshot after each batch.
 //!
 //! The [`Watcher`] is the [`SyncSink`] that [`crate::source::etcd::run`] feeds: it
-//! classifies each key/value with [`registration::classify`], stages the
+//! classifies each key/value with [`gozero::classify`], stages the
 //! result in the single [`ZoneWriter`], and publishes once per full read or
 //! watch response, so readers see each batch whole.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use crate::ops::metrics::ResyncReason;
 use crate::ops::metrics::{EventType, Metrics};
 use crate::ops::status::{SkippedKey, SyncStatus};
-use crate::source::etcd::{KvEvent, ResyncReason, SyncSink};
-use crate::source::registration::{self, Classified, Patterns};
-use crate::zone::{PortsChange, ServiceChange, ZoneWriter, port_label};
+use crate::source::etcd::{KvEvent, SyncSink};
+use crate::source::gozero::{self, Classified};
+use crate::zone::names::{Patterns, port_label};
+use crate::zone::{PortsChange, ServiceChange, ZoneWriter};
 
 /// Turns etcd state and events into published zone snapshots.
 #[derive(Debug)]
@@ -22,7 +24,7 @@ pub struct Watcher {
     status: Arc<SyncStatus>,
     metrics: Arc<Metrics>,
     patterns: Patterns,
-    /// Apex without the trailing dot, as [`registration::classify`] wants it.
+    /// Apex without the trailing dot, as [`gozero::classify`] wants it.
     zone: String,
 }
 
@@ -54,7 +56,7 @@ impl Watcher {
                 key,
                 value,
                 mod_revision,
-            } => match registration::classify(&key, &value, &self.patterns, &self.zone) {
+            } => match gozero::classify(&key, &value, &self.patterns, &self.zone) {
                 Classified::Registration(registration) => {
                     let change = self.writer.upsert(&key, registration);
                     log_change(&change);
@@ -102,7 +104,7 @@ impl SyncSink for Watcher {
         let mut registrations = Vec::with_capacity(kvs.len());
         let mut skipped = BTreeMap::new();
         for (key, value) in kvs {
-            match registration::classify(&key, &value, &self.patterns, &self.zone) {
+            match gozero::classify(&key, &value, &self.patterns, &self.zone) {
                 Classified::Registration(registration) => registrations.push((key, registration)),
                 Classified::Skipped(reason) => {
                     let entry = SkippedKey {

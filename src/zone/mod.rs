@@ -24,9 +24,10 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::Name;
 use serde_json::json;
 
-use crate::source::registration::{self, Endpoint, Patterns, Registration};
+use names::{Patterns, port_label, port_of_label};
 use service_config::{GRPC_CONFIG_LABEL, ServiceConfig};
 
+pub mod names;
 pub mod service_config;
 
 // ---------------------------------------------------------------------------
@@ -45,9 +46,6 @@ pub const SRV_PRIORITY: u16 = 0;
 pub const SRV_WEIGHT: u16 = 10;
 /// The RFC 2782 service/protocol labels in front of a service name.
 pub const GRPC_TCP_PREFIX: &str = "_grpc._tcp";
-/// What a port name's label starts with: `port-8001.<service>` names the
-/// instances of the service that listen on port 8001.
-pub const PORT_LABEL_PREFIX: &str = "port-";
 
 /// Resource record types and class, as numbers on the wire (RFC 1035 §3.2.2,
 /// RFC 3596, RFC 2782, RFC 6891).
@@ -77,6 +75,39 @@ pub const GRPC_SERVICE_OFFSET: u16 = QNAME_OFFSET + 6 + 5;
 /// A compression pointer (RFC 1035 §4.1.4) to `offset`.
 pub fn pointer(offset: u16) -> [u8; 2] {
     (0xC000 | offset).to_be_bytes()
+}
+
+// ---------------------------------------------------------------------------
+// What the zone is built from
+// ---------------------------------------------------------------------------
+
+/// Where one instance listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// An IP address (IPv4, or IPv6 from `[..]:port`), never unspecified.
+    Ip { addr: IpAddr, port: u16 },
+    /// A host name, lower-cased, without trailing dot, a valid DNS name.
+    Host { name: String, port: u16 },
+}
+
+impl Endpoint {
+    /// The port, whatever the kind of address.
+    pub fn port(&self) -> u16 {
+        match self {
+            Endpoint::Ip { port, .. } | Endpoint::Host { port, .. } => *port,
+        }
+    }
+}
+
+/// One usable registration: what [`crate::source`] makes of an etcd key
+/// and value, and what the zone is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// Service key, lower-cased and validated (e.g. `sms.rpc`).
+    pub service: String,
+    /// Instance id as it appears in the key (not lower-cased).
+    pub instance_id: String,
+    pub endpoint: Endpoint,
 }
 
 // ---------------------------------------------------------------------------
@@ -583,22 +614,6 @@ impl PortName {
     pub fn glue(&self) -> &WireRrs {
         &self.glue
     }
-}
-
-/// The label of the port name for `port`.
-pub fn port_label(port: u16) -> String {
-    format!("{PORT_LABEL_PREFIX}{port}")
-}
-
-/// The port a label names when it is a port name's label: `port-`, then
-/// the decimal port without leading zeros (never 0, which no registration
-/// has).
-fn port_of_label(label: &str) -> Option<u16> {
-    let digits = label.strip_prefix(PORT_LABEL_PREFIX)?;
-    if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
 }
 
 /// What a name is in the zone.
@@ -1163,13 +1178,13 @@ impl ZoneWriter {
                 .iter()
                 .position(|&b| b == b'/')
                 .and_then(|slash| std::str::from_utf8(&etcd_key[slash + 1..]).ok())
-                .and_then(|id| registration::natural_label(id, key, &self.origin_text))
+                .and_then(|id| names::natural_label(id, key, &self.origin_text))
                 .filter(|natural| {
                     !labels.contains_key(natural.as_str())
                         && !self.services.contains_key(&format!("{natural}.{key}"))
                         && !port_of_label(natural).is_some_and(|p| ports.contains_key(&p))
                 });
-            let label = natural.unwrap_or_else(|| registration::hashed_label(etcd_key));
+            let label = natural.unwrap_or_else(|| names::hashed_label(etcd_key));
             let label_wire = label_wire(&label);
             labels.insert(label.into_boxed_str(), published.len() as u32);
 
@@ -1589,7 +1604,7 @@ mod tests {
             snap.lookup_relative("a.b.rpc"),
             Lookup::Service(_)
         ));
-        let hashed = registration::hashed_label(b"b.rpc/a");
+        let hashed = names::hashed_label(b"b.rpc/a");
         assert!(matches!(
             snap.lookup_relative(&format!("{hashed}.b.rpc")),
             Lookup::Instance(_, _)
@@ -1688,7 +1703,7 @@ mod tests {
         );
         assert_eq!(port.glue().count(), 3);
         // The instance whose id is the port name takes its hashed label.
-        let hashed = registration::hashed_label(b"sms.rpc/port-8001");
+        let hashed = names::hashed_label(b"sms.rpc/port-8001");
         assert!(matches!(
             snap.lookup_relative(&format!("{hashed}.sms.rpc")),
             Lookup::Instance(..)

@@ -1,17 +1,18 @@
-//! Turns one go-zero etcd key/value pair into a typed `Registration`; pure, no I/O.
+//! Turns one go-zero etcd key/value pair into a [`Registration`]; pure, no I/O.
 //!
 //! go-zero registers each running instance as `<service key>/<instance id>`
 //! → `<host>:<port>` (SPEC §1). This module decides, for one pair, whether it
 //! is someone else's key ([`Classified::Ignored`]), one of ours that cannot be
-//! served ([`Classified::Skipped`] with a [`SkipReason`] that doubles as the
-//! `reason` label of `rpcdns_skipped_keys_total`), or a usable
-//! [`Registration`]. It also names instances in the zone
-//! ([`natural_label`], [`hashed_label`]).
+//! served ([`Classified::Skipped`] with a [`SkipReason`], the `reason` label
+//! of `rpcdns_skipped_keys_total`), or a usable [`Registration`]. Which
+//! service keys are ours and which are valid names are the zone's rules
+//! ([`crate::zone::names`]).
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use sha2::{Digest, Sha256};
+use crate::ops::metrics::SkipReason;
+use crate::zone::names::{MAX_LABEL_LEN, MAX_NAME_LEN, Patterns, is_valid_service_key};
+use crate::zone::{Endpoint, Registration};
 
 // ===== Limits ===============================================================
 
@@ -20,133 +21,7 @@ use sha2::{Digest, Sha256};
 /// address and must not cost us memory.
 pub const MAX_VALUE_LEN: usize = 512;
 
-/// Longest `<service key>.<zone>`, in octets, so that every name made from it
-/// (`_grpc._tcp.` prefix, a 16-hex-digit hashed instance label) fits in 253
-/// (SPEC §3).
-pub const MAX_SERVICE_NAME_LEN: usize = 236;
-
-/// Longest name in presentation form without the trailing dot. RFC 1035
-/// §2.3.4 limits a name to 255 octets on the wire, which is 253 characters in
-/// presentation form once the root label and the first length octet are
-/// accounted for.
-pub const MAX_NAME_LEN: usize = 253;
-
-/// RFC 1035 §2.3.4: "labels 63 octets or less".
-pub const MAX_LABEL_LEN: usize = 63;
-
-/// Hex digits of the SHA-256 used as a hashed instance label (SPEC §3).
-pub const HASHED_LABEL_LEN: usize = 16;
-
 // ===== Types ================================================================
-
-/// Where one instance listens.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    /// An IP address (IPv4, or IPv6 from `[..]:port`), never unspecified.
-    Ip { addr: IpAddr, port: u16 },
-    /// A host name, lower-cased, without trailing dot, a valid DNS name.
-    Host { name: String, port: u16 },
-}
-
-impl Endpoint {
-    /// The port, whatever the kind of address.
-    pub fn port(&self) -> u16 {
-        match self {
-            Endpoint::Ip { port, .. } | Endpoint::Host { port, .. } => *port,
-        }
-    }
-}
-
-/// One usable go-zero registration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Registration {
-    /// Service key, lower-cased and validated (e.g. `sms.rpc`).
-    pub service: String,
-    /// Instance id as it appears in the key (not lower-cased).
-    pub instance_id: String,
-    pub endpoint: Endpoint,
-}
-
-/// Why a matching key cannot be served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum SkipReason {
-    /// The key has no `/`, or nothing after it.
-    NoInstanceId,
-    /// The service key cannot become DNS labels under the zone.
-    InvalidServiceKey,
-    /// The instance id or the value is not UTF-8.
-    NotUtf8,
-    /// The value is longer than [`MAX_VALUE_LEN`].
-    ValueTooLong,
-    /// The value has no `:port`, or an empty one.
-    NoPort,
-    /// The port is not a decimal number in 1..=65535.
-    BadPort,
-    /// The value has a port but no host (`:8001`, `[]:8001`).
-    EmptyHost,
-    /// The address is `0.0.0.0` or `::`, which reaches nobody.
-    UnspecifiedAddress,
-    /// The host is neither an IP address nor a valid host name.
-    InvalidHost,
-}
-
-impl SkipReason {
-    /// Every reason, e.g. to pre-register the metric's label values.
-    pub const ALL: [SkipReason; 9] = [
-        SkipReason::NoInstanceId,
-        SkipReason::InvalidServiceKey,
-        SkipReason::NotUtf8,
-        SkipReason::ValueTooLong,
-        SkipReason::NoPort,
-        SkipReason::BadPort,
-        SkipReason::EmptyHost,
-        SkipReason::UnspecifiedAddress,
-        SkipReason::InvalidHost,
-    ];
-
-    /// The `reason` label of `rpcdns_skipped_keys_total`, also shown in
-    /// `/debug/zone`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SkipReason::NoInstanceId => "no_instance_id",
-            SkipReason::InvalidServiceKey => "invalid_service_key",
-            SkipReason::NotUtf8 => "not_utf8",
-            SkipReason::ValueTooLong => "value_too_long",
-            SkipReason::NoPort => "no_port",
-            SkipReason::BadPort => "bad_port",
-            SkipReason::EmptyHost => "empty_host",
-            SkipReason::UnspecifiedAddress => "unspecified_address",
-            SkipReason::InvalidHost => "invalid_host",
-        }
-    }
-}
-
-impl fmt::Display for SkipReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sentence = match self {
-            SkipReason::NoInstanceId => "the key has no instance id after the first '/'",
-            SkipReason::InvalidServiceKey => {
-                "the service key is not a valid host name under the zone \
-                 (empty label, label over 63 octets, name over 236 octets, \
-                 or a character other than letters, digits, '-' and '_')"
-            }
-            SkipReason::NotUtf8 => "the instance id or the value is not valid UTF-8",
-            SkipReason::ValueTooLong => "the value is longer than 512 octets",
-            SkipReason::NoPort => "the value has no port (expected host:port)",
-            SkipReason::BadPort => "the port is not a decimal number in 1..=65535",
-            SkipReason::EmptyHost => "the value has an empty host",
-            SkipReason::UnspecifiedAddress => {
-                "the address is unspecified (0.0.0.0 or ::) and reaches nobody"
-            }
-            SkipReason::InvalidHost => {
-                "the host is neither an IPv4 address, a bracketed IPv6 address \
-                 nor a valid host name"
-            }
-        };
-        f.write_str(sentence)
-    }
-}
 
 /// What a key/value pair is to rpcdns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,71 +46,6 @@ pub enum ClassifiedKey {
         service: String,
         instance_id: String,
     },
-}
-
-// ===== Patterns =============================================================
-
-/// The configured service-key globs (SPEC §2): `*` matches any run of
-/// characters, dots included; everything else is literal; the whole service
-/// key must match; ASCII letters match case-insensitively.
-#[derive(Debug, Clone)]
-pub struct Patterns {
-    /// Globs, ASCII-lower-cased once so that matching only lower-cases the key.
-    globs: Vec<Vec<u8>>,
-}
-
-impl Patterns {
-    /// Compiles the globs. An empty list, or an empty glob (which could only
-    /// match an empty service key), is a configuration error.
-    pub fn new<S: AsRef<str>>(globs: &[S]) -> Result<Self, String> {
-        if globs.is_empty() {
-            return Err("expected at least one service key pattern".to_owned());
-        }
-        let mut compiled = Vec::with_capacity(globs.len());
-        for (i, glob) in globs.iter().enumerate() {
-            let glob = glob.as_ref();
-            if glob.is_empty() {
-                return Err(format!("pattern {}: expected a non-empty glob", i + 1));
-            }
-            compiled.push(glob.as_bytes().to_ascii_lowercase());
-        }
-        Ok(Patterns { globs: compiled })
-    }
-
-    /// Whether the whole service key matches at least one glob.
-    pub fn matches(&self, service_key: &str) -> bool {
-        let key = service_key.as_bytes().to_ascii_lowercase();
-        self.globs.iter().any(|glob| glob_matches(glob, &key))
-    }
-}
-
-/// Matches `text` against `glob`, both already lower-cased, with the classic
-/// greedy algorithm that backtracks only to the last `*`: O(n·m) in the worst
-/// case, never exponential. Works on bytes; since `*` is ASCII and both sides
-/// are UTF-8, a literal can only match on character boundaries.
-fn glob_matches(glob: &[u8], text: &[u8]) -> bool {
-    let (mut g, mut t) = (0, 0);
-    // Position of the last `*` seen in the glob, and the text position it
-    // currently stands for the end of.
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if g < glob.len() && glob[g] == b'*' {
-            star = Some((g, t));
-            g += 1;
-        } else if g < glob.len() && glob[g] == text[t] {
-            g += 1;
-            t += 1;
-        } else if let Some((sg, st)) = star {
-            // Let the last `*` swallow one more character and retry.
-            g = sg + 1;
-            t = st + 1;
-            star = Some((sg, st + 1));
-        } else {
-            return false;
-        }
-    }
-    // Text consumed: only stars may remain in the glob.
-    glob[g..].iter().all(|&c| c == b'*')
 }
 
 // ===== Classification =======================================================
@@ -291,18 +101,6 @@ pub fn classify_key(key: &[u8], patterns: &Patterns, zone: &str) -> ClassifiedKe
         service: service_key.to_ascii_lowercase(),
         instance_id: instance_id.to_owned(),
     }
-}
-
-/// SPEC §3: the service key becomes DNS labels as it is; it must be a host
-/// name whose `<service key>.<zone>` leaves room for every derived name.
-fn is_valid_service_key(service_key: &str, zone: &str) -> bool {
-    service_key.len() + 1 + zone.len() <= MAX_SERVICE_NAME_LEN
-        && service_key.split('.').all(|label| {
-            (1..=MAX_LABEL_LEN).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }
 
 /// Parses a go-zero value: `a.b.c.d:port`, `[v6]:port` or `host:port`.
@@ -420,40 +218,12 @@ fn parse_host_name(host: &str) -> Option<String> {
     (labels_ok && !looks_numeric).then_some(name)
 }
 
-// ===== Instance labels ======================================================
-
-/// The instance label made from the id itself (SPEC §3): the id lower-cased
-/// when it is a label of 1..=63 `[a-z0-9-]` and `<label>.<service>.<zone>`
-/// fits in 253 octets; `None` otherwise (use [`hashed_label`]). `zone` is
-/// without the trailing dot.
-pub fn natural_label(instance_id: &str, service: &str, zone: &str) -> Option<String> {
-    let label = instance_id.to_ascii_lowercase();
-    let label_ok = (1..=MAX_LABEL_LEN).contains(&label.len())
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    let fits = label.len() + 1 + service.len() + 1 + zone.len() <= MAX_NAME_LEN;
-    (label_ok && fits).then_some(label)
-}
-
-/// The fallback instance label (SPEC §3): the first 16 lower-case hex digits
-/// of the SHA-256 of the whole key's bytes, stable across restarts.
-pub fn hashed_label(key: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(key);
-    let mut label = String::with_capacity(HASHED_LABEL_LEN);
-    for &byte in &digest[..HASHED_LABEL_LEN / 2] {
-        label.push(char::from(HEX[usize::from(byte >> 4)]));
-        label.push(char::from(HEX[usize::from(byte & 0x0f)]));
-    }
-    label
-}
-
 // ===== Tests ================================================================
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::zone::names::MAX_SERVICE_NAME_LEN;
 
     const ZONE: &str = "svc.local";
 
@@ -863,150 +633,5 @@ mod tests {
             assert!(sentence.len() > 10, "{reason:?}: {sentence}");
             assert_ne!(sentence, reason.as_str());
         }
-    }
-
-    // ----- patterns -----------------------------------------------------------
-
-    #[test]
-    fn patterns_reject_empty_config() {
-        assert!(Patterns::new::<&str>(&[]).is_err());
-        assert!(Patterns::new(&[""]).is_err());
-        let err = Patterns::new(&["*.rpc", ""]).unwrap_err();
-        assert!(err.contains("pattern 2"), "{err}");
-    }
-
-    #[test]
-    fn star_rpc() {
-        let p = rpc();
-        assert!(p.matches("sms.rpc"));
-        assert!(p.matches("mall.user.rpc"));
-        assert!(p.matches(".rpc"), "* may match the empty run");
-        assert!(!p.matches("rpc"), "the dot is literal");
-        assert!(!p.matches("sms.rpcx"), "the whole key must match");
-        assert!(!p.matches("sms.rpc.x"));
-        assert!(!p.matches("smsxrpc"));
-        assert!(!p.matches(""));
-    }
-
-    #[test]
-    fn patterns_are_case_insensitive() {
-        assert!(rpc().matches("SMS.RPC"));
-        let upper = Patterns::new(&["*.RPC"]).unwrap();
-        assert!(upper.matches("sms.rpc"));
-        assert!(upper.matches("Sms.Rpc"));
-    }
-
-    #[test]
-    fn literal_patterns_match_whole_key() {
-        let p = Patterns::new(&["sms.rpc"]).unwrap();
-        assert!(p.matches("sms.rpc"));
-        assert!(p.matches("SMS.rpc"));
-        assert!(!p.matches("xsms.rpc"));
-        assert!(!p.matches("sms.rpcx"));
-        assert!(!p.matches("sms.rp"));
-        // `?` and `[` are literal, not wildcards.
-        let q = Patterns::new(&["a?[b]"]).unwrap();
-        assert!(q.matches("a?[b]"));
-        assert!(!q.matches("ax[b]"));
-        assert!(!q.matches("a?b"));
-    }
-
-    #[test]
-    fn several_stars() {
-        let p = Patterns::new(&["a*b*c"]).unwrap();
-        for yes in ["abc", "axbxc", "abbbc", "aXbYbZc", "a.b.c", "acbc", "abcbc"] {
-            assert!(p.matches(yes), "{yes}");
-        }
-        for no in ["ab", "ac", "bc", "abcx", "xabc", "acb", "a"] {
-            assert!(!p.matches(no), "{no}");
-        }
-        let stars = Patterns::new(&["**"]).unwrap();
-        assert!(stars.matches(""));
-        assert!(stars.matches("anything.at.all"));
-        let mid = Patterns::new(&["mall.*.rpc"]).unwrap();
-        assert!(mid.matches("mall.user.rpc"));
-        assert!(mid.matches("mall.a.b.rpc"));
-        assert!(!mid.matches("mall.rpc"));
-    }
-
-    #[test]
-    fn any_pattern_may_match() {
-        let p = Patterns::new(&["*.rpc", "gateway"]).unwrap();
-        assert!(p.matches("sms.rpc"));
-        assert!(p.matches("gateway"));
-        assert!(!p.matches("gateway.api"));
-    }
-
-    #[test]
-    fn matching_is_not_exponential() {
-        // A naive backtracking matcher takes ~C(2000, 30) steps here.
-        let glob = "*a".repeat(30) + "b";
-        let p = Patterns::new(&[glob.as_str()]).unwrap();
-        let text = "a".repeat(2000);
-        let started = std::time::Instant::now();
-        assert!(!p.matches(&text));
-        assert!(p.matches(&(text + "b")));
-        assert!(started.elapsed() < std::time::Duration::from_secs(2));
-    }
-
-    #[test]
-    fn non_ascii_patterns_are_literal() {
-        let p = Patterns::new(&["é*.rpc"]).unwrap();
-        assert!(p.matches("éa.rpc"));
-        assert!(!p.matches("ea.rpc"));
-    }
-
-    // ----- instance labels ----------------------------------------------------
-
-    #[test]
-    fn natural_label_lower_cases_valid_ids() {
-        assert_eq!(
-            natural_label("7587869364815473158", "sms.rpc", ZONE).as_deref(),
-            Some("7587869364815473158")
-        );
-        assert_eq!(
-            natural_label("Pod-A", "sms.rpc", ZONE).as_deref(),
-            Some("pod-a")
-        );
-    }
-
-    #[test]
-    fn natural_label_rejects_invalid_ids() {
-        for id in ["", "a_b", "a.b", "a/b", "é", "a b", &"a".repeat(64)] {
-            assert_eq!(natural_label(id, "sms.rpc", ZONE), None, "{id:?}");
-        }
-        assert!(natural_label(&"a".repeat(63), "sms.rpc", ZONE).is_some());
-    }
-
-    #[test]
-    fn natural_label_253_octet_limit() {
-        // 236-octet service name, the most classify allows.
-        let service = service_of_len(MAX_SERVICE_NAME_LEN - 1 - ZONE.len());
-        assert_eq!(service.len() + 1 + ZONE.len(), 236);
-        // label + "." + 236 ≤ 253 → label ≤ 16.
-        assert_eq!(
-            natural_label(&"a".repeat(16), &service, ZONE),
-            Some("a".repeat(16))
-        );
-        assert_eq!(natural_label(&"a".repeat(17), &service, ZONE), None);
-        // The hashed label always fits.
-        assert_eq!(
-            hashed_label(b"x").len() + 1 + service.len() + 1 + ZONE.len(),
-            253
-        );
-    }
-
-    #[test]
-    fn hashed_label_known_vector() {
-        // printf %s 'sms.rpc/x' | sha256sum
-        // → 1ada7f1074e941dae845d52547ea3abbd20a6ddf2ea4470e5811468b1872089b
-        assert_eq!(hashed_label(b"sms.rpc/x"), "1ada7f1074e941da");
-        assert_eq!(
-            hashed_label(b"sms.rpc/7587869364815473158"),
-            "d761765f3922b389"
-        );
-        // The whole key's bytes count, including case.
-        assert_ne!(hashed_label(b"SMS.rpc/x"), hashed_label(b"sms.rpc/x"));
-        assert_eq!(hashed_label(b"\xff/\x00").len(), HASHED_LABEL_LEN);
     }
 }
