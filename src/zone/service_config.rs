@@ -11,8 +11,12 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
+
+use super::names::Patterns;
+use super::wire::{QNAME_OFFSET, WireBuilder, WireRrs, pointer, rrtype};
 
 // ---------------------------------------------------------------------------
 // Constants
@@ -501,6 +505,86 @@ fn kind(value: &Value) -> String {
         Value::Object(_) => "an object".to_owned(),
         Value::Array(_) => "a list".to_owned(),
         other => other.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The zone's configs, encoded
+// ---------------------------------------------------------------------------
+
+/// The gRPC service configs (gRFC A2) the zone serves as TXT at
+/// `_grpc_config.<service>` and `_grpc_config.<port name>`: a default and
+/// per-service overrides by service-key glob, the first matching override
+/// winning. Each config is encoded once, at start, as its whole TXT
+/// record; services share it.
+#[derive(Debug, Clone, Default)]
+pub struct GrpcConfigs {
+    default: Option<Arc<ServiceConfigTxt>>,
+    overrides: Vec<(Patterns, Option<Arc<ServiceConfigTxt>>)>,
+}
+
+/// One service config and its TXT record, ready to copy.
+#[derive(Debug)]
+pub struct ServiceConfigTxt {
+    config: ServiceConfig,
+    /// The TXT record, its owner a pointer to the question.
+    txt: WireRrs,
+}
+
+impl ServiceConfigTxt {
+    fn new(config: ServiceConfig, ttl: u32) -> Arc<ServiceConfigTxt> {
+        let mut txt = WireBuilder::default();
+        txt.push(
+            &[&pointer(QNAME_OFFSET)],
+            rrtype::TXT,
+            ttl,
+            &[&config.txt_rdata()],
+        );
+        Arc::new(ServiceConfigTxt {
+            config,
+            txt: txt.finish(),
+        })
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The TXT record.
+    pub fn txt(&self) -> &WireRrs {
+        &self.txt
+    }
+}
+
+impl GrpcConfigs {
+    /// `default` for every service no override matches; `overrides` are
+    /// (service-key glob, config or `None` for no record), first match
+    /// wins. `ttl` is the TXT record's TTL.
+    pub fn new(
+        default: Option<ServiceConfig>,
+        overrides: Vec<(String, Option<ServiceConfig>)>,
+        ttl: u32,
+    ) -> Result<GrpcConfigs, String> {
+        let overrides = overrides
+            .into_iter()
+            .map(|(glob, config)| {
+                let pattern = Patterns::new(&[&glob]).map_err(|e| format!("{glob:?}: {e}"))?;
+                Ok((pattern, config.map(|c| ServiceConfigTxt::new(c, ttl))))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(GrpcConfigs {
+            default: default.map(|c| ServiceConfigTxt::new(c, ttl)),
+            overrides,
+        })
+    }
+
+    /// The config of the service with key `service` (lower-case), if any.
+    pub fn for_service(&self, service: &str) -> Option<Arc<ServiceConfigTxt>> {
+        self.overrides
+            .iter()
+            .find(|(pattern, _)| pattern.matches(service))
+            .map_or(self.default.as_ref(), |(_, config)| config.as_ref())
+            .cloned()
     }
 }
 

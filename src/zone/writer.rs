@@ -1,0 +1,432 @@
+//! The zone's single writer: registrations in, a new snapshot published per
+//! batch, each change rebuilding only the service it touches; no I/O.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use super::names::{self, port_label, port_of_label};
+use super::snapshot::{Instance, PortName, PortSets, Service, ZoneSnapshot, ZoneStore};
+use super::wire::{
+    GRPC_SERVICE_OFFSET, QNAME_OFFSET, WireBuilder, WireRrs, address_rdata, host_wire, label_wire,
+    pointer, rrtype,
+};
+use super::{Endpoint, Registration, SRV_PRIORITY, SRV_WEIGHT};
+
+// ---------------------------------------------------------------------------
+// Writer
+// ---------------------------------------------------------------------------
+
+/// What an update did to a service, for the one log line per state change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceChange {
+    Unchanged,
+    Appeared(String),
+    Updated(String),
+    Disappeared(String),
+}
+
+/// A service whose instances came to listen on several ports, or back on
+/// one, for the one warning per such change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortsChange {
+    /// Its instances now listen on these ports (more than one).
+    Several { service: String, ports: Vec<u16> },
+    /// All of them listen on this one port again.
+    One { service: String, port: u16 },
+}
+
+/// The single writer. Changes are staged and become visible on `publish`.
+#[derive(Debug)]
+pub struct ZoneWriter {
+    store: Arc<ZoneStore>,
+    origin_text: String,
+    /// Service key → its instances' endpoints, by etcd key.
+    services: HashMap<String, BTreeMap<Box<[u8]>, Endpoint>>,
+    /// Services touched since the last publish.
+    dirty: HashSet<String>,
+    /// Services last reported on several ports ([`PortsChange`]); kept
+    /// across full re-reads so that a re-read does not warn again.
+    several_ports: HashSet<String>,
+    /// What readers will see next.
+    staged: ZoneSnapshot,
+}
+
+impl ZoneWriter {
+    /// Creates the writer of `store`. There must be only one per store.
+    pub fn new(store: Arc<ZoneStore>) -> Self {
+        let staged = (*store.load()).clone();
+        Self {
+            origin_text: store.params().origin_text(),
+            store,
+            services: HashMap::new(),
+            dirty: HashSet::new(),
+            several_ports: HashSet::new(),
+            staged,
+        }
+    }
+
+    /// Adds or replaces the instance registered under `key`.
+    pub fn upsert(&mut self, key: &[u8], registration: Registration) -> ServiceChange {
+        let Registration {
+            service, endpoint, ..
+        } = registration;
+        let instances = self.services.entry(service.clone()).or_default();
+        let was_empty = instances.is_empty();
+        let previous = instances.insert(key.into(), endpoint);
+        if was_empty {
+            self.dirty.insert(service.clone());
+            ServiceChange::Appeared(service)
+        } else if previous.as_ref() == instances.get(key) {
+            // A keep-alive-free re-put of the same value: nothing to rebuild.
+            ServiceChange::Unchanged
+        } else {
+            self.dirty.insert(service.clone());
+            ServiceChange::Updated(service)
+        }
+    }
+
+    /// Removes the instance registered under `key`, if any. The service
+    /// is the part of the key before its first `/`, lower-cased, as
+    /// registration parsing makes it.
+    pub fn remove(&mut self, key: &[u8]) -> ServiceChange {
+        let service_part = match key.iter().position(|&b| b == b'/') {
+            Some(slash) => &key[..slash],
+            None => key,
+        };
+        let Ok(service) = std::str::from_utf8(service_part) else {
+            return ServiceChange::Unchanged;
+        };
+        let service = service.to_ascii_lowercase();
+        let Some(instances) = self.services.get_mut(&service) else {
+            return ServiceChange::Unchanged;
+        };
+        if instances.remove(key).is_none() {
+            return ServiceChange::Unchanged;
+        }
+        self.dirty.insert(service.clone());
+        if instances.is_empty() {
+            self.services.remove(&service);
+            ServiceChange::Disappeared(service)
+        } else {
+            ServiceChange::Updated(service)
+        }
+    }
+
+    /// Replaces everything (first read, or re-read after compaction); the
+    /// caller publishes once afterwards so readers see the swap in one step.
+    /// Returns (services, instances).
+    pub fn replace_all(&mut self, registrations: Vec<(Vec<u8>, Registration)>) -> (usize, usize) {
+        let params = self.staged.params.clone();
+        let revision = self.staged.revision;
+        self.services.clear();
+        self.dirty.clear();
+        self.staged = ZoneSnapshot::empty(params);
+        self.staged.revision = revision;
+        for (key, registration) in registrations {
+            self.upsert(&key, registration);
+        }
+        let services = &self.services;
+        self.several_ports.retain(|key| services.contains_key(key));
+        let instances = self.services.values().map(BTreeMap::len).sum();
+        (self.services.len(), instances)
+    }
+
+    /// The etcd revision the staged zone reflects (becomes the SOA serial).
+    pub fn set_revision(&mut self, revision: i64) {
+        self.staged.revision = revision;
+    }
+
+    /// Makes the staged zone visible to readers. Returns the services that
+    /// came to listen on several ports or went back to one.
+    pub fn publish(&mut self) -> Vec<PortsChange> {
+        let changes = self.rebuild_dirty();
+        self.store.current.store(Arc::new(self.staged.clone()));
+        changes
+    }
+
+    /// Rebuilds the published form of every dirty service.
+    fn rebuild_dirty(&mut self) -> Vec<PortsChange> {
+        let mut changes = Vec::new();
+        if self.dirty.is_empty() {
+            return changes;
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        // A service appearing or disappearing changes which label an
+        // instance of its parent gets (SPEC §3 collision rule), so the
+        // parent is rebuilt too.
+        let parents: Vec<String> = dirty
+            .iter()
+            .filter(|key| {
+                self.services.contains_key(*key) != self.staged.services.contains_key(key.as_str())
+            })
+            .filter_map(|key| key.split_once('.').map(|(_, parent)| parent.to_owned()))
+            .filter(|parent| self.services.contains_key(parent))
+            .collect();
+        dirty.extend(parents);
+        for key in dirty {
+            match self.services.get(&key) {
+                Some(instances) => {
+                    let service = Arc::new(self.build_service(&key, instances));
+                    let count = service.instance_count();
+                    let ports: Vec<u16> = service.ports().iter().map(PortName::port).collect();
+                    let shared: Arc<str> = Arc::from(key.as_str());
+                    match self.staged.services.insert(shared.clone(), service) {
+                        Some(old) => {
+                            self.staged.instances -= old.instance_count();
+                            self.staged.several_ports -= usize::from(old.has_several_ports());
+                        }
+                        None => self.add_ents(&shared),
+                    }
+                    self.staged.instances += count;
+                    self.staged.several_ports += usize::from(ports.len() > 1);
+                    if ports.len() > 1 && !self.several_ports.contains(&key) {
+                        self.several_ports.insert(key.clone());
+                        changes.push(PortsChange::Several {
+                            service: key,
+                            ports,
+                        });
+                    } else if ports.len() == 1 && self.several_ports.remove(&key) {
+                        changes.push(PortsChange::One {
+                            service: key,
+                            port: ports[0],
+                        });
+                    }
+                }
+                None => {
+                    if let Some(old) = self.staged.services.remove(key.as_str()) {
+                        self.staged.instances -= old.instance_count();
+                        self.staged.several_ports -= usize::from(old.has_several_ports());
+                        self.remove_ents(&key);
+                    }
+                    // A service that went away is logged as such; should it
+                    // come back on several ports, that is news again.
+                    self.several_ports.remove(&key);
+                }
+            }
+        }
+        changes
+    }
+
+    /// Counts `key`'s ancestors below the apex as empty non-terminals.
+    fn add_ents(&mut self, key: &str) {
+        for ancestor in ancestors(key) {
+            let count = self.staged.ents.get(ancestor).copied().unwrap_or(0);
+            self.staged.ents.insert(Arc::from(ancestor), count + 1);
+        }
+    }
+
+    fn remove_ents(&mut self, key: &str) {
+        for ancestor in ancestors(key) {
+            match self.staged.ents.get(ancestor).copied() {
+                Some(count) if count > 1 => {
+                    self.staged.ents.insert(Arc::from(ancestor), count - 1);
+                }
+                _ => {
+                    self.staged.ents.remove(ancestor);
+                }
+            }
+        }
+    }
+
+    /// Builds the published form of one service: cost proportional to its
+    /// instances only.
+    fn build_service(&self, key: &str, instances: &BTreeMap<Box<[u8]>, Endpoint>) -> Service {
+        let ttl = self.staged.params.ttl;
+        let at_question = pointer(QNAME_OFFSET);
+        let at_grpc_service = pointer(GRPC_SERVICE_OFFSET);
+        // SRV targets are written in full: RFC 2782 ("name compression is
+        // not to be used for this field") and RFC 3597 §4 forbid pointers
+        // in the RDATA of types newer than RFC 1035, and Go's resolver
+        // before 1.22 rejects the whole answer when it meets one.
+        let service_wire = host_wire(&format!("{key}.{}", self.origin_text));
+
+        // Ports first: a port name keeps its label, and an instance whose
+        // id would give the same label takes its hashed one (as when a
+        // service name and an instance name coincide, SPEC §3).
+        let mut per_port: BTreeMap<u16, u32> = BTreeMap::new();
+        for endpoint in instances.values() {
+            *per_port.entry(endpoint.port()).or_default() += 1;
+        }
+        let several = per_port.len() > 1;
+        let mut ports: BTreeMap<u16, PortBuilder> = per_port
+            .iter()
+            .map(|(&port, &count)| (port, PortBuilder::new(port, count, several)))
+            .collect();
+
+        let mut labels: HashMap<Box<str>, u32> = HashMap::with_capacity(instances.len());
+        let mut published = Vec::with_capacity(instances.len());
+        let mut sets = SetsBuilder::default();
+        let mut glue = WireBuilder::default();
+        let (mut grpc_srv, mut grpc_glue) = (WireBuilder::default(), WireBuilder::default());
+
+        for (etcd_key, endpoint) in instances {
+            // The natural label unless another key of this service took it
+            // first (ids differing only in letter case), a service of that
+            // name exists (SPEC §3: the service wins, the instance takes
+            // its hash), or it is one of the service's port names.
+            let natural = etcd_key
+                .iter()
+                .position(|&b| b == b'/')
+                .and_then(|slash| std::str::from_utf8(&etcd_key[slash + 1..]).ok())
+                .and_then(|id| names::natural_label(id, key, &self.origin_text))
+                .filter(|natural| {
+                    !labels.contains_key(natural.as_str())
+                        && !self.services.contains_key(&format!("{natural}.{key}"))
+                        && !port_of_label(natural).is_some_and(|p| ports.contains_key(&p))
+                });
+            let label = natural.unwrap_or_else(|| names::hashed_label(etcd_key));
+            let label_wire = label_wire(&label);
+            labels.insert(label.into_boxed_str(), published.len() as u32);
+
+            // SRV RDATA: priority, weight, port, then the target: the
+            // instance name, or a host-name value as it is.
+            let head = [
+                SRV_PRIORITY.to_be_bytes(),
+                SRV_WEIGHT.to_be_bytes(),
+                endpoint.port().to_be_bytes(),
+            ]
+            .concat();
+            let host_target;
+            let srv_rdata: [&[u8]; 3] = match endpoint {
+                Endpoint::Ip { .. } => [&head, &label_wire, &service_wire],
+                Endpoint::Host { name, .. } => {
+                    host_target = host_wire(name);
+                    [&head, &host_target, &[]]
+                }
+            };
+            sets.add(endpoint, &srv_rdata, ttl);
+            grpc_srv.push(&[&at_question], rrtype::SRV, ttl, &srv_rdata);
+            // Every port of the service has a builder: they were made from
+            // these endpoints.
+            let port = ports.get_mut(&endpoint.port());
+            if let Endpoint::Ip { addr, .. } = endpoint {
+                let (rtype, octets) = address_rdata(addr);
+                glue.push(&[&label_wire, &at_question], rtype, ttl, &[octets.as_ref()]);
+                grpc_glue.push(
+                    &[&label_wire, &at_grpc_service],
+                    rtype,
+                    ttl,
+                    &[octets.as_ref()],
+                );
+            }
+            if let Some(port) = port {
+                if let Some(own) = port.own.as_mut() {
+                    own.add(endpoint, &srv_rdata, ttl);
+                }
+                if let Endpoint::Ip { addr, .. } = endpoint {
+                    let (rtype, octets) = address_rdata(addr);
+                    port.glue.push(
+                        &[&label_wire, &port.at_service],
+                        rtype,
+                        ttl,
+                        &[octets.as_ref()],
+                    );
+                }
+            }
+            published.push(Instance {
+                key: etcd_key.clone(),
+                endpoint: endpoint.clone(),
+            });
+        }
+        let (a, aaaa, srv) = sets.finish();
+        Service {
+            key: Arc::from(key),
+            instances: published.into(),
+            labels,
+            a,
+            aaaa,
+            srv,
+            glue: glue.finish(),
+            grpc_srv: grpc_srv.finish(),
+            grpc_glue: grpc_glue.finish(),
+            ports: ports.into_values().map(PortBuilder::finish).collect(),
+            grpc_config: self.staged.params.grpc.for_service(key),
+            rotation: [AtomicUsize::new(0), AtomicUsize::new(0)],
+        }
+    }
+}
+
+/// The A, AAAA and SRV sets of a service, or of one of its ports, while
+/// they are built.
+#[derive(Default)]
+struct SetsBuilder {
+    a: WireBuilder,
+    aaaa: WireBuilder,
+    srv: WireBuilder,
+    /// Addresses already in `a` or `aaaa`: one record per distinct address.
+    seen: HashSet<IpAddr>,
+}
+
+impl SetsBuilder {
+    /// Adds one instance: its address, when not already there, and its
+    /// SRV record with `srv_rdata`.
+    fn add(&mut self, endpoint: &Endpoint, srv_rdata: &[&[u8]], ttl: u32) {
+        let at_question = pointer(QNAME_OFFSET);
+        if let Endpoint::Ip { addr, .. } = endpoint
+            && self.seen.insert(*addr)
+        {
+            let (rtype, octets) = address_rdata(addr);
+            let set = if rtype == rrtype::A {
+                &mut self.a
+            } else {
+                &mut self.aaaa
+            };
+            set.push(&[&at_question], rtype, ttl, &[octets.as_ref()]);
+        }
+        self.srv.push(&[&at_question], rrtype::SRV, ttl, srv_rdata);
+    }
+
+    fn finish(self) -> (WireRrs, WireRrs, WireRrs) {
+        (self.a.finish(), self.aaaa.finish(), self.srv.finish())
+    }
+}
+
+/// One port name while it is built.
+struct PortBuilder {
+    port: u16,
+    label: String,
+    instances: u32,
+    /// A pointer to the service name inside a `port-<port>.<service>`
+    /// question: past the header and the port label.
+    at_service: [u8; 2],
+    /// The port's own sets; only when the service has several ports.
+    own: Option<SetsBuilder>,
+    glue: WireBuilder,
+}
+
+impl PortBuilder {
+    fn new(port: u16, instances: u32, several: bool) -> PortBuilder {
+        let label = port_label(port);
+        // `port-65535` is 10 octets: the offset stays far below 2^14.
+        let at_service = pointer(QNAME_OFFSET + 1 + label.len() as u16);
+        PortBuilder {
+            port,
+            label,
+            instances,
+            at_service,
+            own: several.then(Default::default),
+            glue: WireBuilder::default(),
+        }
+    }
+
+    fn finish(self) -> PortName {
+        PortName {
+            port: self.port,
+            label: self.label.into_boxed_str(),
+            instances: self.instances,
+            own: self.own.map(|own| {
+                let (a, aaaa, srv) = own.finish();
+                Box::new(PortSets { a, aaaa, srv })
+            }),
+            glue: self.glue.finish(),
+        }
+    }
+}
+
+/// The proper ancestors of a service key below the apex: `a.b.rpc` →
+/// `b.rpc`, `rpc`.
+fn ancestors(key: &str) -> impl Iterator<Item = &str> {
+    key.match_indices('.').map(move |(i, _)| &key[i + 1..])
+}
