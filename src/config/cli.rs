@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 // ---------------------------------------------------------------------------
 
 /// The command line. Flags override the file; the file is optional. Values
-/// are kept as text here and checked by [`load`] with the same rules as the
+/// are kept as text here and checked by [`super::load`] with the same rules as the
 /// file, so flag errors read like file errors (`--ttl: expected …`).
 #[derive(Debug, Clone, Default, Parser)]
 #[command(
