@@ -33,12 +33,13 @@
 //! - [`serve`]: DNS over UDP and TCP, answered from the snapshot.
 //! - [`ops`]: HTTP endpoints, metrics, sync status, logs.
 //! - [`app`]: binds the listeners and runs everything until shutdown.
-//! - `fuzzing` (hidden): the request path and registration parsing driven
-//!   in-process with their invariants, for `fuzz/` and the corpus replay
-//!   test.
+//! - `fuzzing` (feature `fuzzing`, hidden): the request path and
+//!   registration parsing driven in-process with their invariants, for
+//!   `fuzz/` and the corpus replay test; not in the default library.
 
 pub mod app;
 pub mod config;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ops;
