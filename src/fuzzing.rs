@@ -32,10 +32,7 @@ use crate::source::gozero::{self, Classified, ClassifiedKey};
 use crate::zone::names::{
     self, HASHED_LABEL_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_SERVICE_NAME_LEN, Patterns,
 };
-use crate::zone::service_config::{DEFAULT_SERVICE_CONFIG, ServiceConfig};
-use crate::zone::{
-    Endpoint, GrpcConfigs, Registration, ZoneParams, ZoneStore, ZoneWriter, host_wire,
-};
+use crate::zone::{Endpoint, Registration, ZoneParams, ZoneStore, ZoneWriter, host_wire};
 
 // ===== The request path =====================================================
 
@@ -160,29 +157,6 @@ pub fn zone_registrations() -> Vec<(String, String)> {
     kv
 }
 
-/// The gRPC service configs of the fuzzed zone: the default, none for
-/// `v6.rpc`, and for `big.rpc` one whose TXT record (about 1,300 octets)
-/// needs TCP below a 4096 limit.
-pub fn zone_grpc_configs(ttl: u32) -> GrpcConfigs {
-    let methods: Vec<String> = (0..45)
-        .map(|i| format!(r#"{{"service":"pkg.Service{i}"}}"#))
-        .collect();
-    let big = format!(
-        r#"{{"loadBalancingConfig":[{{"round_robin":{{}}}}],"methodConfig":[{{"name":[{}],"timeout":"1s"}}]}}"#,
-        methods.join(",")
-    );
-    let parse = |json: &str| ServiceConfig::parse(json).ok();
-    GrpcConfigs::new(
-        parse(DEFAULT_SERVICE_CONFIG),
-        vec![
-            ("v6.rpc".to_owned(), None),
-            ("big.rpc".to_owned(), parse(&big)),
-        ],
-        ttl,
-    )
-    .unwrap_or_default()
-}
-
 impl RequestPath {
     /// Builds the zone of [`zone_registrations`] through the real parser
     /// and writer, and one handler per UDP setting.
@@ -192,7 +166,7 @@ impl RequestPath {
             origin,
             ttl: 5,
             negative_ttl: 3,
-            grpc: zone_grpc_configs(5),
+            grpc: crate::zone::testing::grpc_configs_with_large(5),
         }));
         let mut writer = ZoneWriter::new(zone.clone());
         let patterns = default_patterns();

@@ -690,7 +690,7 @@ mod tests {
     fn grpc_config_txt_is_one_record_of_255_octet_strings() {
         // The default config, and a large one for big.rpc.
         let store = crate::zone::testing::zone_with(
-            crate::fuzzing::zone_grpc_configs(5),
+            crate::zone::testing::grpc_configs_with_large(5),
             3,
             7,
             &[

@@ -139,13 +139,39 @@ impl ZoneParams {
 // Tests
 // ---------------------------------------------------------------------------
 
-/// Zones for unit tests of the modules that read them.
-#[cfg(test)]
+/// Zones and configs for the unit tests of the modules that read them and
+/// for the fuzz entry points.
+#[cfg(any(test, feature = "fuzzing"))]
+// The fuzz entry points use only part of it.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod testing {
     use std::sync::Arc;
 
     use super::service_config::ServiceConfig;
     use super::*;
+
+    /// The default gRPC service config, none for `v6.rpc`, and for
+    /// `big.rpc` one whose TXT record (about 1,300 octets) needs TCP below
+    /// a 4096 limit.
+    pub(crate) fn grpc_configs_with_large(ttl: u32) -> GrpcConfigs {
+        let methods: Vec<String> = (0..45)
+            .map(|i| format!(r#"{{"service":"pkg.Service{i}"}}"#))
+            .collect();
+        let big = format!(
+            r#"{{"loadBalancingConfig":[{{"round_robin":{{}}}}],"methodConfig":[{{"name":[{}],"timeout":"1s"}}]}}"#,
+            methods.join(",")
+        );
+        let parse = |json: &str| ServiceConfig::parse(json).ok();
+        GrpcConfigs::new(
+            parse(crate::zone::service_config::DEFAULT_SERVICE_CONFIG),
+            vec![
+                ("v6.rpc".to_owned(), None),
+                ("big.rpc".to_owned(), parse(&big)),
+            ],
+            ttl,
+        )
+        .unwrap_or_default()
+    }
 
     /// A published `svc.local.` zone (TTL 5) at `revision` holding
     /// `entries`: etcd key and go-zero value (`10.0.0.5:8001`,

@@ -15,6 +15,7 @@ mod fuzz_corpus;
 mod grpc;
 mod harness;
 mod hostile;
+mod layout;
 mod lifecycle;
 mod metrics;
 mod programs;
