@@ -64,7 +64,7 @@ impl<'de> Deserialize<'de> for RawValue {
     }
 }
 
-pub(super) struct RawValueVisitor;
+struct RawValueVisitor;
 
 impl<'de> Visitor<'de> for RawValueVisitor {
     type Value = RawValue;
@@ -145,7 +145,7 @@ pub(super) const GRPC_OVERRIDE_KEYS: &[&str] = &["pattern", "service_config"];
 /// Maps the key list in serde's "unknown field" error back to the section it
 /// belongs to. The field lists of the structs below must equal these
 /// constants; the unknown-key tests fail if one drifts.
-pub(super) fn section_of(expected: &[&str]) -> Option<&'static str> {
+fn section_of(expected: &[&str]) -> Option<&'static str> {
     [
         (ROOT_KEYS, ""),
         (ETCD_KEYS, "etcd."),
@@ -278,7 +278,7 @@ pub(super) fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError
         .map_err(|err| yaml_error(&err, text, file))
 }
 
-pub(super) fn yaml_error(err: &serde_saphyr::Error, text: &str, file: &str) -> ConfigError {
+fn yaml_error(err: &serde_saphyr::Error, text: &str, file: &str) -> ConfigError {
     let err = err.without_snippet();
     let loc = err.location().unwrap_or(Location::UNKNOWN);
     let at = file_pos(file, loc);
@@ -319,7 +319,7 @@ pub(super) fn yaml_error(err: &serde_saphyr::Error, text: &str, file: &str) -> C
 /// block-style YAML, found by reading the line and walking up to the less
 /// indented parent keys. `None` when the text does not look like that
 /// (flow style, a syntax error): the error then carries the position only.
-pub(super) fn key_at(text: &str, line: u64, column: u64) -> Option<String> {
+fn key_at(text: &str, line: u64, column: u64) -> Option<String> {
     let is_key =
         |k: &str| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     let lines: Vec<&str> = text.lines().collect();

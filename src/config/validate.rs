@@ -34,7 +34,7 @@ pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
     }
 }
 
-pub(super) fn read_file(path: &Path) -> Result<String, ConfigError> {
+fn read_file(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
@@ -43,7 +43,7 @@ pub(super) fn read_file(path: &Path) -> Result<String, ConfigError> {
 
 /// Where a value came from, so that its error can say so.
 #[derive(Clone)]
-pub(super) enum Site {
+enum Site {
     File { at: FilePos, key: String },
     Flag(&'static str),
 }
@@ -66,8 +66,8 @@ impl Site {
 
 /// One value to check, with where it came from.
 pub(super) struct Item {
-    pub(super) value: RawValue,
-    pub(super) site: Site,
+    value: RawValue,
+    site: Site,
 }
 
 impl Item {
@@ -87,7 +87,7 @@ impl Item {
 }
 
 /// Looks up keys in one file (or none) and in the flags.
-pub(super) struct Sources<'a> {
+struct Sources<'a> {
     pub(super) file: &'a str,
 }
 
@@ -166,7 +166,7 @@ impl Sources<'_> {
 
 /// Validates a list, or falls back to `default`. Empty lists are rejected
 /// when `non_empty`.
-pub(super) fn list_of<T>(
+fn list_of<T>(
     chosen: Option<(Site, Vec<Item>)>,
     non_empty: bool,
     what: &str,
@@ -210,11 +210,7 @@ pub(super) fn build(text: Option<(&str, &str)>, cli: &Cli) -> Result<Config, Con
     })
 }
 
-pub(super) fn etcd_config(
-    src: &Sources<'_>,
-    cli: &Cli,
-    raw: RawEtcd,
-) -> Result<EtcdConfig, ConfigError> {
+fn etcd_config(src: &Sources<'_>, cli: &Cli, raw: RawEtcd) -> Result<EtcdConfig, ConfigError> {
     let RawEtcd {
         endpoints,
         prefix,
@@ -321,11 +317,7 @@ pub(super) fn etcd_config(
     })
 }
 
-pub(super) fn tls_config(
-    src: &Sources<'_>,
-    raw: RawTls,
-    site: Site,
-) -> Result<TlsConfig, ConfigError> {
+fn tls_config(src: &Sources<'_>, raw: RawTls, site: Site) -> Result<TlsConfig, ConfigError> {
     let RawTls {
         ca_file,
         cert_file,
@@ -349,11 +341,7 @@ pub(super) fn tls_config(
     Ok(tls)
 }
 
-pub(super) fn dns_config(
-    src: &Sources<'_>,
-    cli: &Cli,
-    raw: RawDns,
-) -> Result<DnsConfig, ConfigError> {
+fn dns_config(src: &Sources<'_>, cli: &Cli, raw: RawDns) -> Result<DnsConfig, ConfigError> {
     let RawDns {
         zone,
         listen,
@@ -453,11 +441,7 @@ pub(super) fn dns_config(
     })
 }
 
-pub(super) fn http_config(
-    src: &Sources<'_>,
-    cli: &Cli,
-    raw: RawHttp,
-) -> Result<HttpConfig, ConfigError> {
+fn http_config(src: &Sources<'_>, cli: &Cli, raw: RawHttp) -> Result<HttpConfig, ConfigError> {
     let RawHttp { listen } = raw;
     let flag = cli.http_listen.as_deref().map(|l| ("--http-listen", l));
     let listen = match src.scalar("http.listen", flag, &listen) {
@@ -467,11 +451,7 @@ pub(super) fn http_config(
     Ok(HttpConfig { listen })
 }
 
-pub(super) fn log_config(
-    src: &Sources<'_>,
-    cli: &Cli,
-    raw: RawLog,
-) -> Result<LogConfig, ConfigError> {
+fn log_config(src: &Sources<'_>, cli: &Cli, raw: RawLog) -> Result<LogConfig, ConfigError> {
     let RawLog { level, format } = raw;
     let flag = cli.log_level.as_deref().map(|l| ("--log-level", l));
     let level = match src.scalar("log.level", flag, &level) {
@@ -490,7 +470,7 @@ pub(super) fn log_config(
     Ok(LogConfig { level, format })
 }
 
-pub(super) fn grpc_config(src: &Sources<'_>, raw: RawGrpc) -> Result<GrpcConfig, ConfigError> {
+fn grpc_config(src: &Sources<'_>, raw: RawGrpc) -> Result<GrpcConfig, ConfigError> {
     let RawGrpc {
         service_config,
         overrides,
@@ -533,13 +513,13 @@ pub(super) fn grpc_config(src: &Sources<'_>, raw: RawGrpc) -> Result<GrpcConfig,
 // Value parsers
 // ---------------------------------------------------------------------------
 
-pub(super) fn default_service_config() -> ServiceConfig {
+fn default_service_config() -> ServiceConfig {
     // A compile-time constant, checked by `defaults_are_valid`.
     ServiceConfig::parse(DEFAULT_SERVICE_CONFIG).expect("the default service config is valid")
 }
 
 /// A gRPC service config as a JSON string, or `off` for no TXT record.
-pub(super) fn parse_service_config(item: &Item) -> Result<Option<ServiceConfig>, ConfigError> {
+fn parse_service_config(item: &Item) -> Result<Option<ServiceConfig>, ConfigError> {
     let text = match &item.value {
         RawValue::Str(text) => text,
         RawValue::Map => {
@@ -558,13 +538,13 @@ pub(super) fn parse_service_config(item: &Item) -> Result<Option<ServiceConfig>,
     })
 }
 
-pub(super) fn default_socket(text: &str) -> SocketAddr {
+fn default_socket(text: &str) -> SocketAddr {
     // Only called with the DEFAULT_* constants, which are valid socket
     // addresses (`defaults_are_valid` checks them).
     text.parse().expect("default listen addresses are valid")
 }
 
-pub(super) fn default_allow_recursion_from() -> Vec<IpNet> {
+fn default_allow_recursion_from() -> Vec<IpNet> {
     DEFAULT_ALLOW_RECURSION_FROM
         .iter()
         // Compile-time constants, checked by `defaults_are_valid`.
@@ -572,7 +552,7 @@ pub(super) fn default_allow_recursion_from() -> Vec<IpNet> {
         .collect()
 }
 
-pub(super) fn non_empty_string(item: &Item) -> Result<&str, ConfigError> {
+fn non_empty_string(item: &Item) -> Result<&str, ConfigError> {
     match &item.value {
         RawValue::Str(s) if !s.is_empty() => Ok(s),
         _ => Err(item.expected("a non-empty string")),
@@ -588,35 +568,38 @@ pub(super) fn integer(item: &Item) -> Option<i128> {
     }
 }
 
-pub(super) fn parse_ttl(item: &Item) -> Result<u32, ConfigError> {
-    integer(item)
-        .and_then(|n| u32::try_from(n).ok())
-        .filter(|n| TTL_RANGE.contains(n))
-        .ok_or_else(|| {
-            item.expected(&format!(
-                "an integer number of seconds in {}..={}",
-                TTL_RANGE.start(),
-                TTL_RANGE.end()
-            ))
-        })
+fn parse_ttl(item: &Item) -> Result<u32, ConfigError> {
+    integer_in(item, TTL_RANGE, "seconds")
 }
 
-pub(super) fn parse_max_udp_payload(item: &Item) -> Result<u16, ConfigError> {
+fn parse_max_udp_payload(item: &Item) -> Result<u16, ConfigError> {
+    integer_in(item, MAX_UDP_PAYLOAD_RANGE, "octets")
+}
+
+/// An integer in `range`, or an error naming the range and its `unit`.
+fn integer_in<T>(
+    item: &Item,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+) -> Result<T, ConfigError>
+where
+    T: TryFrom<i128> + PartialOrd + std::fmt::Display,
+{
     integer(item)
-        .and_then(|n| u16::try_from(n).ok())
-        .filter(|n| MAX_UDP_PAYLOAD_RANGE.contains(n))
+        .and_then(|n| T::try_from(n).ok())
+        .filter(|n| range.contains(n))
         .ok_or_else(|| {
             item.expected(&format!(
-                "an integer number of octets in {}..={}",
-                MAX_UDP_PAYLOAD_RANGE.start(),
-                MAX_UDP_PAYLOAD_RANGE.end()
+                "an integer number of {unit} in {}..={}",
+                range.start(),
+                range.end()
             ))
         })
 }
 
 /// `dial_timeout`: integer seconds, or a whole number with a unit: `500ms`,
 /// `5s`, `1m`.
-pub(super) fn parse_dial_timeout(item: &Item) -> Result<Duration, ConfigError> {
+fn parse_dial_timeout(item: &Item) -> Result<Duration, ConfigError> {
     let parsed = match &item.value {
         RawValue::Int(n) => u64::try_from(*n).ok().map(Duration::from_secs),
         RawValue::Str(s) => parse_duration(s),
@@ -655,7 +638,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 
 /// An etcd endpoint: `HOST:PORT`, IPv6 in brackets, no scheme (TLS is set by
 /// `etcd.tls`, SPEC §6).
-pub(super) fn parse_endpoint(item: &Item) -> Result<String, ConfigError> {
+fn parse_endpoint(item: &Item) -> Result<String, ConfigError> {
     const WHAT: &str = "HOST:PORT (e.g. 127.0.0.1:2379, etcd-0.etcd:2379, [::1]:2379)";
     let text = item.string(WHAT)?;
     let problem = endpoint_problem(text);
@@ -674,7 +657,7 @@ pub(super) fn parse_endpoint(item: &Item) -> Result<String, ConfigError> {
 
 /// Why `text` is not `HOST:PORT`, or `None` when it is. An empty reason means
 /// "just not that shape".
-pub(super) fn endpoint_problem(text: &str) -> Option<&'static str> {
+fn endpoint_problem(text: &str) -> Option<&'static str> {
     if text.contains("://") {
         return Some("no scheme: TLS is turned on by etcd.tls");
     }
@@ -706,7 +689,7 @@ pub(super) fn endpoint_problem(text: &str) -> Option<&'static str> {
     if host_ok { None } else { Some("bad host") }
 }
 
-pub(super) fn parse_pattern(item: &Item) -> Result<String, ConfigError> {
+fn parse_pattern(item: &Item) -> Result<String, ConfigError> {
     let text = item.string("a glob pattern such as *.rpc")?;
     if text.is_empty() {
         return Err(item.expected("a non-empty glob pattern such as *.rpc"));
@@ -753,7 +736,7 @@ pub fn parse_zone(text: &str) -> Result<String, String> {
 
 /// A listen address: an IP address and a port (port 0 picks a free port,
 /// which the tests use).
-pub(super) fn parse_listen(item: &Item) -> Result<SocketAddr, ConfigError> {
+fn parse_listen(item: &Item) -> Result<SocketAddr, ConfigError> {
     const WHAT: &str = "ADDR:PORT with an IP address (e.g. 127.0.0.1:5353 or [::1]:5353)";
     let text = item.string(WHAT)?;
     text.parse().map_err(|_| item.expected(WHAT))
@@ -761,7 +744,7 @@ pub(super) fn parse_listen(item: &Item) -> Result<SocketAddr, ConfigError> {
 
 /// An upstream resolver: an IP address with an optional port (default 53).
 /// No host names: resolving the resolver would need a resolver.
-pub(super) fn parse_upstream(item: &Item) -> Result<SocketAddr, ConfigError> {
+fn parse_upstream(item: &Item) -> Result<SocketAddr, ConfigError> {
     const WHAT: &str =
         "an IP address with an optional port (e.g. 10.0.0.2, 10.0.0.2:53, [fd00::2]:53)";
     let text = item.string(WHAT)?;
@@ -785,7 +768,7 @@ pub(super) fn parse_upstream(item: &Item) -> Result<SocketAddr, ConfigError> {
 
 /// A CIDR (`10.0.0.0/8`) or a single address (a host route). Host bits are
 /// cleared: `10.1.2.3/8` means `10.0.0.0/8`.
-pub(super) fn parse_cidr(item: &Item) -> Result<IpNet, ConfigError> {
+fn parse_cidr(item: &Item) -> Result<IpNet, ConfigError> {
     const WHAT: &str = "a CIDR such as 10.0.0.0/8 or fd00::/8, or an IP address";
     let text = item.string(WHAT)?;
     if let Ok(net) = text.parse::<IpNet>() {
@@ -796,7 +779,7 @@ pub(super) fn parse_cidr(item: &Item) -> Result<IpNet, ConfigError> {
         .map_err(|_| item.expected(WHAT))
 }
 
-pub(super) fn parse_log_level(item: &Item) -> Result<String, ConfigError> {
+fn parse_log_level(item: &Item) -> Result<String, ConfigError> {
     const WHAT: &str = "a tracing filter directive such as info, warn or rpcdns=debug,info";
     let text = item.string(WHAT)?;
     if text.trim().is_empty() {

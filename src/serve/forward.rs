@@ -347,6 +347,16 @@ mod tests {
         Query::query(Name::from_ascii(name).unwrap(), RecordType::A)
     }
 
+    /// An A query for `name` from a UDP client without EDNS.
+    fn classic_udp_query(name: &str) -> ForwardQuery {
+        ForwardQuery {
+            query: question(name),
+            dnssec_ok: false,
+            checking_disabled: false,
+            transport: Transport::Udp { limit: 512 },
+        }
+    }
+
     #[test]
     fn recursion_needs_an_upstream_and_an_allowed_client() {
         let allow = nets(&["127.0.0.0/8", "10.0.0.0/8", "fc00::/7"]);
@@ -467,12 +477,7 @@ mod tests {
         );
         let started = Instant::now();
         let reply = forwarder
-            .forward(&ForwardQuery {
-                query: question("example.test."),
-                dnssec_ok: false,
-                checking_disabled: false,
-                transport: Transport::Udp { limit: 512 },
-            })
+            .forward(&classic_udp_query("example.test."))
             .await
             .unwrap();
         assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
@@ -489,14 +494,7 @@ mod tests {
             .in_flight
             .try_acquire_many(MAX_IN_FLIGHT as u32)
             .unwrap();
-        let result = forwarder
-            .forward(&ForwardQuery {
-                query: question("example.test."),
-                dnssec_ok: false,
-                checking_disabled: false,
-                transport: Transport::Udp { limit: 512 },
-            })
-            .await;
+        let result = forwarder.forward(&classic_udp_query("example.test.")).await;
         assert!(matches!(result, Err(ForwardError::Busy)));
     }
 
@@ -505,14 +503,7 @@ mod tests {
         let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let forwarder = Forwarder::new(vec![silent.local_addr().unwrap()], nets(&["127.0.0.0/8"]));
         let started = Instant::now();
-        let result = forwarder
-            .forward(&ForwardQuery {
-                query: question("example.test."),
-                dnssec_ok: false,
-                checking_disabled: false,
-                transport: Transport::Udp { limit: 512 },
-            })
-            .await;
+        let result = forwarder.forward(&classic_udp_query("example.test.")).await;
         assert!(matches!(result, Err(ForwardError::NoAnswer { tried: 1 })));
         assert!(started.elapsed() < FORWARD_BUDGET);
     }

@@ -242,16 +242,11 @@ impl DnsHandler {
             ),
             None => empty,
         };
-        let mut builder = MessageResponseBuilder::new(queries, None);
-        if let Some(edns) = &edns {
-            builder.edns(edns);
-        }
-        let response = builder.build(
+        let response = response(
+            queries,
+            edns.as_ref(),
             metadata,
-            answers.iter(),
-            authorities.iter(),
-            std::iter::empty(),
-            additionals.iter(),
+            [answers, authorities, additionals],
         );
         match response_handle.send_response(response).await {
             Ok(info) => info,
@@ -345,6 +340,36 @@ pub fn full_request(
     }
 }
 
+/// A response to `queries` with our `edns` (if any) and these answer,
+/// authority and additional records, for hickory to encode.
+type Response<'q, 'a> = MessageResponse<
+    'q,
+    'a,
+    std::slice::Iter<'a, Record>,
+    std::slice::Iter<'a, Record>,
+    std::iter::Empty<&'a Record>,
+    std::slice::Iter<'a, Record>,
+>;
+
+fn response<'q, 'a>(
+    queries: &'q Queries,
+    edns: Option<&'q Edns>,
+    metadata: Metadata,
+    [answers, authorities, additionals]: [&'a [Record]; 3],
+) -> Response<'q, 'a> {
+    let mut builder = MessageResponseBuilder::new(queries, None);
+    if let Some(edns) = edns {
+        builder.edns(edns);
+    }
+    builder.build(
+        metadata,
+        answers.iter(),
+        authorities.iter(),
+        std::iter::empty(),
+        additionals.iter(),
+    )
+}
+
 /// Whether the response fits in `limit` octets: encoded as
 /// [`CaptureResponse`] will encode it, with nothing cut (hickory's encoder
 /// sets TC and drops records when it reaches the limit).
@@ -355,18 +380,7 @@ fn fits(
     sections: [&[Record]; 3],
     limit: usize,
 ) -> bool {
-    let mut builder = MessageResponseBuilder::new(&request.queries, None);
-    if let Some(edns) = edns {
-        builder.edns(edns);
-    }
-    let [answers, authorities, additionals] = sections;
-    let response = builder.build(
-        metadata,
-        answers.iter(),
-        authorities.iter(),
-        std::iter::empty(),
-        additionals.iter(),
-    );
+    let response = response(&request.queries, edns, metadata, sections);
     let mut bytes = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut bytes);
     encoder.set_max_size(u16::try_from(limit).unwrap_or(u16::MAX));

@@ -223,7 +223,7 @@ fn parse_host_name(host: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zone::names::MAX_SERVICE_NAME_LEN;
+    use crate::zone::names::{MAX_SERVICE_NAME_LEN, service_of_len};
 
     const ZONE: &str = "svc.local";
 
@@ -265,22 +265,6 @@ mod tests {
             name: name.to_owned(),
             port,
         }
-    }
-
-    /// A valid `….rpc` service key of exactly `n` octets (n ≥ 5), in labels
-    /// of at most 62 octets.
-    fn service_of_len(n: usize) -> String {
-        let mut s = String::new();
-        let mut remaining = n - 4;
-        while remaining > 63 {
-            s.push_str(&"b".repeat(62));
-            s.push('.');
-            remaining -= 63;
-        }
-        s.push_str(&"b".repeat(remaining));
-        s.push_str(".rpc");
-        assert_eq!(s.len(), n);
-        s
     }
 
     // ----- go-zero registrations --------------------------------------------

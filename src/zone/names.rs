@@ -156,6 +156,23 @@ pub fn port_of_label(label: &str) -> Option<u16> {
 
 // ===== Tests ================================================================
 
+/// A valid `….rpc` service key of exactly `n` octets (n ≥ 5), in labels of
+/// at most 62 octets, for tests of the length limits.
+#[cfg(test)]
+pub(crate) fn service_of_len(n: usize) -> String {
+    let mut s = String::new();
+    let mut remaining = n - 4;
+    while remaining > 63 {
+        s.push_str(&"b".repeat(62));
+        s.push('.');
+        remaining -= 63;
+    }
+    s.push_str(&"b".repeat(remaining));
+    s.push_str(".rpc");
+    assert_eq!(s.len(), n);
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,22 +181,6 @@ mod tests {
 
     fn rpc() -> Patterns {
         Patterns::new(&["*.rpc"]).unwrap()
-    }
-
-    /// A valid `….rpc` service key of exactly `n` octets (n ≥ 5), in labels
-    /// of at most 62 octets.
-    fn service_of_len(n: usize) -> String {
-        let mut s = String::new();
-        let mut remaining = n - 4;
-        while remaining > 63 {
-            s.push_str(&"b".repeat(62));
-            s.push('.');
-            remaining -= 63;
-        }
-        s.push_str(&"b".repeat(remaining));
-        s.push_str(".rpc");
-        assert_eq!(s.len(), n);
-        s
     }
 
     // ----- patterns -----------------------------------------------------------
