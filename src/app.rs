@@ -276,11 +276,7 @@ pub async fn serve(
     let admin_token = CancellationToken::new();
     let mut admin = tokio::spawn(admin::serve(
         listeners.http,
-        AdminState {
-            zone: store.clone(),
-            status: status.clone(),
-            metrics,
-        },
+        AdminState::new(store.clone(), status.clone(), metrics),
         admin_token.clone(),
     ));
 

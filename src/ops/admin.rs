@@ -25,6 +25,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use prometheus::Registry;
+use prometheus::core::{Collector, Desc};
+use prometheus::process_collector::ProcessCollector;
+use prometheus::proto::MetricFamily;
+
 use crate::ops::metrics::{self, Gauges, Metrics};
 use crate::ops::status::SyncStatus;
 use crate::zone::ZoneStore;
@@ -53,13 +58,77 @@ const ALLOWED_METHODS: &str = "GET, HEAD";
 // State and server
 // ---------------------------------------------------------------------------
 
-/// What the endpoints read: the published zone, the sync status and the
-/// counters.
-#[derive(Debug, Clone)]
+/// What the endpoints read: the published zone, the sync status, and the
+/// metrics registry (rpcdns's own metrics and the process's).
+#[derive(Clone)]
 pub struct AdminState {
-    pub zone: Arc<ZoneStore>,
-    pub status: Arc<SyncStatus>,
-    pub metrics: Arc<Metrics>,
+    zone: Arc<ZoneStore>,
+    status: Arc<SyncStatus>,
+    registry: Registry,
+}
+
+impl AdminState {
+    /// The state of the endpoints, with a registry that collects, at each
+    /// scrape, `metrics` (the query path's shards summed) with gauges read
+    /// from `zone` and `status`, and the `process_*` metrics.
+    pub fn new(zone: Arc<ZoneStore>, status: Arc<SyncStatus>, metrics: Arc<Metrics>) -> Self {
+        let registry = Registry::new();
+        let ours = Scrape {
+            zone: zone.clone(),
+            status: status.clone(),
+            metrics,
+            descs: metrics::family_specs().map(|spec| spec.desc()).collect(),
+        };
+        let process = ProcessCollector::for_self();
+        for (what, collector) in [
+            ("rpcdns", Box::new(ours) as Box<dyn Collector>),
+            ("process", Box::new(process)),
+        ] {
+            // Distinct constant names: registration cannot clash. Should it
+            // fail, /metrics goes without those metrics rather than rpcdns
+            // without DNS.
+            if let Err(error) = registry.register(collector) {
+                tracing::warn!(%error, "cannot register the {what} metrics");
+            }
+        }
+        Self {
+            zone,
+            status,
+            registry,
+        }
+    }
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState").finish_non_exhaustive()
+    }
+}
+
+/// rpcdns's own metrics for the registry: each scrape sums the counters and
+/// reads the gauges from the zone and the sync status at that moment.
+struct Scrape {
+    zone: Arc<ZoneStore>,
+    status: Arc<SyncStatus>,
+    metrics: Arc<Metrics>,
+    descs: Vec<Desc>,
+}
+
+impl Collector for Scrape {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let snapshot = self.zone.load();
+        self.metrics.families(&Gauges {
+            zone_services: snapshot.service_count(),
+            zone_instances: snapshot.instance_count(),
+            zone_multi_port_services: snapshot.several_ports_count(),
+            etcd_connected: self.status.is_connected(),
+            etcd_revision: self.status.revision(),
+        })
+    }
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` is cancelled,
@@ -215,14 +284,7 @@ fn debug_zone(state: &AdminState) -> Response<Full<Bytes>> {
 }
 
 fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
-    let snapshot = state.zone.load();
-    let body = state.metrics.render(&Gauges {
-        zone_services: snapshot.service_count(),
-        zone_instances: snapshot.instance_count(),
-        zone_multi_port_services: snapshot.several_ports_count(),
-        etcd_connected: state.status.is_connected(),
-        etcd_revision: state.status.revision(),
-    });
+    let body = metrics::encode(&state.registry.gather());
     with_type(StatusCode::OK, metrics::CONTENT_TYPE, Bytes::from(body))
 }
 
@@ -277,11 +339,11 @@ mod tests {
             negative_ttl: 5,
             grpc: Default::default(),
         };
-        let state = AdminState {
-            zone: Arc::new(ZoneStore::new(params)),
-            status: Arc::new(SyncStatus::new()),
-            metrics: Arc::new(Metrics::with_shards(1)),
-        };
+        let state = AdminState::new(
+            Arc::new(ZoneStore::new(params)),
+            Arc::new(SyncStatus::new()),
+            Arc::new(Metrics::with_shards(1)),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();

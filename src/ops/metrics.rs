@@ -16,9 +16,15 @@
 //! scrape sums the shards.
 
 use std::cell::Cell;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+
+use prometheus::TextEncoder;
+use prometheus::core::Desc;
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
 
 // ---------------------------------------------------------------------------
 // Names
@@ -62,27 +68,28 @@ pub const ALL_NAMES: [&str; 10] = [
 /// Content type of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Upper bounds of the latency histogram's buckets, in nanoseconds, with
-/// their `le` label: 10 µs to 1 s in 1-2.5-5 steps. A fast-path answer
+/// Upper bounds of the latency histogram's buckets, in nanoseconds: 10 µs
+/// to 1 s in 1-2.5-5 steps (`le` labels as the prometheus crate writes
+/// them, `0.00001` to `1`). A fast-path answer
 /// takes microseconds; a forwarded one, milliseconds; 1 s is beyond any
 /// upstream timeout.
-pub const DURATION_BUCKETS: [(u64, &str); 16] = [
-    (10_000, "1e-05"),
-    (25_000, "2.5e-05"),
-    (50_000, "5e-05"),
-    (100_000, "0.0001"),
-    (250_000, "0.00025"),
-    (500_000, "0.0005"),
-    (1_000_000, "0.001"),
-    (2_500_000, "0.0025"),
-    (5_000_000, "0.005"),
-    (10_000_000, "0.01"),
-    (25_000_000, "0.025"),
-    (50_000_000, "0.05"),
-    (100_000_000, "0.1"),
-    (250_000_000, "0.25"),
-    (500_000_000, "0.5"),
-    (1_000_000_000, "1"),
+pub const DURATION_BUCKETS: [u64; 16] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
 ];
 
 /// Buckets stored per transport: the bounded ones plus `+Inf`.
@@ -415,7 +422,7 @@ impl QueryShard {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let slot = DURATION_BUCKETS
             .iter()
-            .position(|&(bound, _)| nanos <= bound)
+            .position(|&bound| nanos <= bound)
             .unwrap_or(DURATION_BUCKETS.len());
         let t = transport as usize;
         self.buckets[t][slot].fetch_add(queries, Ordering::Relaxed);
@@ -534,169 +541,257 @@ impl Metrics {
             .sum()
     }
 
-    /// Every metric in the Prometheus text format 0.0.4: `# HELP` and
-    /// `# TYPE` for each, every label combination, zeros included.
-    pub fn render(&self, gauges: &Gauges) -> String {
-        let mut out = String::with_capacity(16 * 1024);
-        self.render_queries(&mut out);
-        self.render_durations(&mut out);
-        header(
-            &mut out,
-            ZONE_SERVICES,
-            "gauge",
-            "Services in the published DNS zone.",
-        );
-        line(&mut out, ZONE_SERVICES, "", gauges.zone_services);
-        header(
-            &mut out,
-            ZONE_INSTANCES,
-            "gauge",
-            "Instances in the published DNS zone.",
-        );
-        line(&mut out, ZONE_INSTANCES, "", gauges.zone_instances);
-        header(
-            &mut out,
-            ZONE_MULTI_PORT_SERVICES,
-            "gauge",
-            "Services whose instances listen on more than one port (their A/AAAA records mix ports; clients need the port names).",
-        );
-        line(
-            &mut out,
-            ZONE_MULTI_PORT_SERVICES,
-            "",
-            gauges.zone_multi_port_services,
-        );
-        header(
-            &mut out,
-            ETCD_CONNECTED,
-            "gauge",
-            "1 while rpcdns has a working etcd connection, else 0.",
-        );
-        line(
-            &mut out,
-            ETCD_CONNECTED,
-            "",
-            u8::from(gauges.etcd_connected),
-        );
-        header(
-            &mut out,
-            ETCD_REVISION,
-            "gauge",
-            "The etcd revision the zone reflects.",
-        );
-        line(&mut out, ETCD_REVISION, "", gauges.etcd_revision);
-        header(
-            &mut out,
-            ETCD_EVENTS_TOTAL,
-            "counter",
-            "Watch events received from etcd, by type (put, delete).",
-        );
-        for event in EventType::ALL {
-            let value = self.events[event as usize].load(Ordering::Relaxed);
-            let labels = format!("type=\"{}\"", event.as_str());
-            line(&mut out, ETCD_EVENTS_TOTAL, &labels, value);
+    /// Every metric family of rpcdns as the `prometheus` crate models
+    /// them, every label combination present, zeros included: the shards
+    /// summed, the other counters read, `gauges` as given.
+    pub fn families(&self, gauges: &Gauges) -> Vec<MetricFamily> {
+        let mut families = vec![self.queries_family(), self.durations_family()];
+        for (spec, value) in [
+            (&GAUGE_SPECS[0], gauges.zone_services as f64),
+            (&GAUGE_SPECS[1], gauges.zone_instances as f64),
+            (&GAUGE_SPECS[2], gauges.zone_multi_port_services as f64),
+            (&GAUGE_SPECS[3], f64::from(u8::from(gauges.etcd_connected))),
+            (&GAUGE_SPECS[4], gauges.etcd_revision as f64),
+        ] {
+            let mut gauge = Gauge::default();
+            gauge.set_value(value);
+            families.push(family(spec, vec![Metric::from_gauge(gauge)]));
         }
-        header(
-            &mut out,
-            ETCD_RESYNCS_TOTAL,
-            "counter",
-            "Full reads of the watched keys, by reason (initial, compacted, canceled).",
-        );
-        for reason in RESYNC_REASONS {
-            let value = self.resyncs[resync_index(reason)].load(Ordering::Relaxed);
-            let labels = format!("reason=\"{}\"", reason.as_str());
-            line(&mut out, ETCD_RESYNCS_TOTAL, &labels, value);
-        }
-        header(
-            &mut out,
-            SKIPPED_KEYS_TOTAL,
-            "counter",
-            "Matching etcd keys that became skipped (not served), by reason.",
-        );
-        for (i, reason) in SkipReason::ALL.iter().enumerate() {
-            let value = self.skipped[i].load(Ordering::Relaxed);
-            let labels = format!("reason=\"{}\"", reason.as_str());
-            line(&mut out, SKIPPED_KEYS_TOTAL, &labels, value);
-        }
-        out
+        let counters = |spec: &FamilySpec, values: Vec<(&'static str, u64)>| {
+            let metrics = values
+                .into_iter()
+                .map(|(label, value)| counter(&[(spec.labels[0], label)], value))
+                .collect();
+            family(spec, metrics)
+        };
+        families.push(counters(
+            &ETCD_EVENTS_SPEC,
+            EventType::ALL
+                .iter()
+                .map(|&e| (e.as_str(), self.events[e as usize].load(Ordering::Relaxed)))
+                .collect(),
+        ));
+        families.push(counters(
+            &ETCD_RESYNCS_SPEC,
+            RESYNC_REASONS
+                .iter()
+                .map(|&r| {
+                    let value = self.resyncs[resync_index(r)].load(Ordering::Relaxed);
+                    (r.as_str(), value)
+                })
+                .collect(),
+        ));
+        families.push(counters(
+            &SKIPPED_KEYS_SPEC,
+            SkipReason::ALL
+                .iter()
+                .zip(&self.skipped)
+                .map(|(r, value)| (r.as_str(), value.load(Ordering::Relaxed)))
+                .collect(),
+        ));
+        families
     }
 
-    fn render_queries(&self, out: &mut String) {
-        header(
-            out,
-            DNS_QUERIES_TOTAL,
-            "counter",
-            "DNS responses sent, by question type, response code and transport.",
-        );
+    /// [`Metrics::families`] in the Prometheus text format (0.0.4), through
+    /// the crate's `TextEncoder`.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        encode(&self.families(gauges))
+    }
+
+    fn queries_family(&self) -> MetricFamily {
+        let mut metrics = Vec::with_capacity(QTYPES * RCODES * TRANSPORTS);
         for qtype in QType::ALL {
             for rcode in Rcode::ALL {
                 for transport in Transport::ALL {
-                    let labels = format!(
-                        "qtype=\"{}\",rcode=\"{}\",transport=\"{}\"",
-                        qtype.as_str(),
-                        rcode.as_str(),
-                        transport.as_str()
-                    );
-                    let value = self.query_count(transport, qtype, rcode);
-                    line(out, DNS_QUERIES_TOTAL, &labels, value);
+                    let labels = [
+                        ("qtype", qtype.as_str()),
+                        ("rcode", rcode.as_str()),
+                        ("transport", transport.as_str()),
+                    ];
+                    metrics.push(counter(&labels, self.query_count(transport, qtype, rcode)));
                 }
             }
         }
+        family(&DNS_QUERIES_SPEC, metrics)
     }
 
-    fn render_durations(&self, out: &mut String) {
-        let name = DNS_REQUEST_DURATION_SECONDS;
-        header(
-            out,
-            name,
-            "histogram",
-            "Time from a query's arrival in rpcdns to its response being sent, by transport \
-             (UDP fast path: the time of the query's receive batch).",
-        );
-        for transport in Transport::ALL {
-            let t = transport as usize;
-            let mut counts = [0u64; BUCKET_SLOTS];
-            let mut sum_nanos = 0u64;
-            for shard in &self.shards {
-                for (slot, count) in counts.iter_mut().enumerate() {
-                    *count += shard.buckets[t][slot].load(Ordering::Relaxed);
+    fn durations_family(&self) -> MetricFamily {
+        let metrics = Transport::ALL
+            .iter()
+            .map(|&transport| {
+                let t = transport as usize;
+                let mut counts = [0u64; BUCKET_SLOTS];
+                let mut sum_nanos = 0u64;
+                for shard in &self.shards {
+                    for (slot, count) in counts.iter_mut().enumerate() {
+                        *count += shard.buckets[t][slot].load(Ordering::Relaxed);
+                    }
+                    sum_nanos = sum_nanos.wrapping_add(shard.sum_nanos[t].load(Ordering::Relaxed));
                 }
-                sum_nanos = sum_nanos.wrapping_add(shard.sum_nanos[t].load(Ordering::Relaxed));
-            }
-            // Cumulative, and `+Inf` and `_count` from the same reads, so a
-            // scrape is always self-consistent.
-            let mut cumulative = 0u64;
-            for (slot, &(_, le)) in DURATION_BUCKETS.iter().enumerate() {
-                cumulative += counts[slot];
-                let labels = format!("transport=\"{}\",le=\"{le}\"", transport.as_str());
-                line(out, &format!("{name}_bucket"), &labels, cumulative);
-            }
-            cumulative += counts[DURATION_BUCKETS.len()];
-            let labels = format!("transport=\"{}\"", transport.as_str());
-            line(
-                out,
-                &format!("{name}_bucket"),
-                &format!("{labels},le=\"+Inf\""),
-                cumulative,
-            );
-            let seconds = Duration::from_nanos(sum_nanos).as_secs_f64();
-            line(out, &format!("{name}_sum"), &labels, seconds);
-            line(out, &format!("{name}_count"), &labels, cumulative);
-        }
+                // Cumulative, and `+Inf` and `_count` from the same reads,
+                // so a scrape is always self-consistent.
+                let mut cumulative = 0u64;
+                let mut buckets = Vec::with_capacity(BUCKET_SLOTS);
+                for (slot, &bound_nanos) in DURATION_BUCKETS.iter().enumerate() {
+                    cumulative += counts[slot];
+                    let mut bucket = Bucket::default();
+                    bucket.set_upper_bound(Duration::from_nanos(bound_nanos).as_secs_f64());
+                    bucket.set_cumulative_count(cumulative);
+                    buckets.push(bucket);
+                }
+                cumulative += counts[DURATION_BUCKETS.len()];
+                let mut histogram = Histogram::default();
+                histogram.set_bucket(buckets);
+                histogram.set_sample_count(cumulative);
+                histogram.set_sample_sum(Duration::from_nanos(sum_nanos).as_secs_f64());
+                let mut metric =
+                    Metric::from_label(label_pairs(&[("transport", transport.as_str())]));
+                metric.set_histogram(histogram);
+                metric
+            })
+            .collect();
+        family(&DNS_DURATION_SPEC, metrics)
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    // Writing to a String cannot fail.
-    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+// ---------------------------------------------------------------------------
+// Metric families
+// ---------------------------------------------------------------------------
+
+/// One metric family rpcdns exports: name, type, help and label names.
+#[derive(Debug)]
+pub struct FamilySpec {
+    pub name: &'static str,
+    kind: MetricType,
+    help: &'static str,
+    labels: &'static [&'static str],
 }
 
-fn line(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
-    let _ = if labels.is_empty() {
-        writeln!(out, "{name} {value}")
-    } else {
-        writeln!(out, "{name}{{{labels}}} {value}")
-    };
+impl FamilySpec {
+    /// The family's description, for a `Collector`'s `desc()`.
+    pub fn desc(&self) -> Desc {
+        // Our names and labels are constants that satisfy the crate's
+        // rules; `every_family_has_a_valid_desc` proves it.
+        Desc::new(
+            self.name.to_owned(),
+            self.help.to_owned(),
+            self.labels.iter().map(|l| (*l).to_owned()).collect(),
+            Default::default(),
+        )
+        .unwrap_or_else(|e| panic!("metric {}: {e}", self.name))
+    }
+}
+
+const DNS_QUERIES_SPEC: FamilySpec = FamilySpec {
+    name: DNS_QUERIES_TOTAL,
+    kind: MetricType::COUNTER,
+    help: "DNS responses sent, by question type, response code and transport.",
+    labels: &["qtype", "rcode", "transport"],
+};
+const DNS_DURATION_SPEC: FamilySpec = FamilySpec {
+    name: DNS_REQUEST_DURATION_SECONDS,
+    kind: MetricType::HISTOGRAM,
+    help: "Time from a query's arrival in rpcdns to its response being sent, by transport \
+           (UDP fast path: the time of the query's receive batch).",
+    labels: &["transport"],
+};
+const GAUGE_SPECS: [FamilySpec; 5] = [
+    FamilySpec {
+        name: ZONE_SERVICES,
+        kind: MetricType::GAUGE,
+        help: "Services in the published DNS zone.",
+        labels: &[],
+    },
+    FamilySpec {
+        name: ZONE_INSTANCES,
+        kind: MetricType::GAUGE,
+        help: "Instances in the published DNS zone.",
+        labels: &[],
+    },
+    FamilySpec {
+        name: ZONE_MULTI_PORT_SERVICES,
+        kind: MetricType::GAUGE,
+        help: "Services whose instances listen on more than one port (their A/AAAA records mix ports; clients need the port names).",
+        labels: &[],
+    },
+    FamilySpec {
+        name: ETCD_CONNECTED,
+        kind: MetricType::GAUGE,
+        help: "1 while rpcdns has a working etcd connection, else 0.",
+        labels: &[],
+    },
+    FamilySpec {
+        name: ETCD_REVISION,
+        kind: MetricType::GAUGE,
+        help: "The etcd revision the zone reflects.",
+        labels: &[],
+    },
+];
+const ETCD_EVENTS_SPEC: FamilySpec = FamilySpec {
+    name: ETCD_EVENTS_TOTAL,
+    kind: MetricType::COUNTER,
+    help: "Watch events received from etcd, by type (put, delete).",
+    labels: &["type"],
+};
+const ETCD_RESYNCS_SPEC: FamilySpec = FamilySpec {
+    name: ETCD_RESYNCS_TOTAL,
+    kind: MetricType::COUNTER,
+    help: "Full reads of the watched keys, by reason (initial, compacted, canceled).",
+    labels: &["reason"],
+};
+const SKIPPED_KEYS_SPEC: FamilySpec = FamilySpec {
+    name: SKIPPED_KEYS_TOTAL,
+    kind: MetricType::COUNTER,
+    help: "Matching etcd keys that became skipped (not served), by reason.",
+    labels: &["reason"],
+};
+
+/// Every family [`Metrics::families`] returns, in that order.
+pub fn family_specs() -> impl Iterator<Item = &'static FamilySpec> {
+    [&DNS_QUERIES_SPEC, &DNS_DURATION_SPEC]
+        .into_iter()
+        .chain(GAUGE_SPECS.iter())
+        .chain([&ETCD_EVENTS_SPEC, &ETCD_RESYNCS_SPEC, &SKIPPED_KEYS_SPEC])
+}
+
+fn family(spec: &FamilySpec, metrics: Vec<Metric>) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(spec.name.to_owned());
+    family.set_help(spec.help.to_owned());
+    family.set_field_type(spec.kind);
+    family.set_metric(metrics);
+    family
+}
+
+fn label_pairs(labels: &[(&str, &str)]) -> Vec<LabelPair> {
+    labels
+        .iter()
+        .map(|(name, value)| {
+            let mut pair = LabelPair::default();
+            pair.set_name((*name).to_owned());
+            pair.set_value((*value).to_owned());
+            pair
+        })
+        .collect()
+}
+
+fn counter(labels: &[(&str, &str)], value: u64) -> Metric {
+    let mut counter = Counter::default();
+    counter.set_value(value as f64);
+    let mut metric = Metric::from_label(label_pairs(labels));
+    metric.set_counter(counter);
+    metric
+}
+
+/// `families` in the Prometheus text format 0.0.4 ([`CONTENT_TYPE`]).
+pub fn encode(families: &[MetricFamily]) -> String {
+    let mut text = String::with_capacity(24 * 1024);
+    // Encoding our own well-formed families into a String cannot fail;
+    // should it, the scrape shows what was written before the error.
+    if let Err(error) = TextEncoder::new().encode_utf8(families, &mut text) {
+        tracing::warn!(%error, "failed to encode the metrics");
+    }
+    text
 }
 
 // ---------------------------------------------------------------------------
@@ -844,8 +939,9 @@ mod tests {
                 &format!("{DNS_REQUEST_DURATION_SECONDS}_bucket{{transport=\"udp\",le=\"{le}\"}}"),
             )
         };
-        assert_eq!(bucket("2.5e-05"), Some(0.0));
-        assert_eq!(bucket("5e-05"), Some(6000.0));
+        // The `le` values as the prometheus crate writes them (f64 Display).
+        assert_eq!(bucket("0.000025"), Some(0.0));
+        assert_eq!(bucket("0.00005"), Some(6000.0));
         assert_eq!(bucket("+Inf"), Some(6000.0));
         let count = format!("{DNS_REQUEST_DURATION_SECONDS}_count{{transport=\"udp\"}}");
         assert_eq!(sample(&text, &count), Some(6000.0));

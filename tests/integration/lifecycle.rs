@@ -65,6 +65,20 @@ async fn http_endpoints_answer() {
     .filter(|m| !metrics.contains(m.as_str()))
     .collect();
     assert!(missing.is_empty(), "/metrics lacks {missing:?}:\n{metrics}");
+
+    // The process metrics operators alert on, with live values.
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("/metrics has no {name}:\n{metrics}"))
+    };
+    assert!(value("process_resident_memory_bytes") > 1_000_000.0);
+    assert!(value("process_open_fds") >= 5.0, "sockets and the etcd connection");
+    assert!(value("process_max_fds") >= value("process_open_fds"));
+    assert!(value("process_start_time_seconds") > 1.7e9);
+    value("process_cpu_seconds_total");
 }
 
 /// rpcdns against `etcd` on port-0 listeners, logging in `format`.
