@@ -870,6 +870,28 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn every_family_has_a_valid_desc_and_is_rendered() {
+        let metrics = Metrics::with_shards(1);
+        let families = metrics.families(&Gauges::default());
+        let specs: Vec<&FamilySpec> = family_specs().collect();
+        assert_eq!(families.len(), specs.len());
+        assert_eq!(specs.len(), ALL_NAMES.len());
+        for (family, spec) in families.iter().zip(&specs) {
+            // Panics on a name or label the crate does not accept.
+            let desc = spec.desc();
+            assert_eq!(desc.fq_name, spec.name);
+            assert_eq!(family.name(), spec.name);
+            assert!(ALL_NAMES.contains(&spec.name), "{}", spec.name);
+            assert!(!family.get_metric().is_empty(), "{}: no series", spec.name);
+        }
+        // 8 qtypes x 8 rcodes x 2 transports, 2 x (16 buckets + +Inf + sum +
+        // count), 5 gauges, 2 + 3 + 9 counters.
+        let text = metrics.render(&Gauges::default());
+        let series = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(series, 128 + 38 + 5 + 14);
+    }
+
     /// The value of the sample `series` (name and labels as rendered).
     fn sample(text: &str, series: &str) -> Option<f64> {
         text.lines().find_map(|line| {

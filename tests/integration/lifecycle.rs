@@ -75,7 +75,10 @@ async fn http_endpoints_answer() {
             .unwrap_or_else(|| panic!("/metrics has no {name}:\n{metrics}"))
     };
     assert!(value("process_resident_memory_bytes") > 1_000_000.0);
-    assert!(value("process_open_fds") >= 5.0, "sockets and the etcd connection");
+    assert!(
+        value("process_open_fds") >= 5.0,
+        "sockets and the etcd connection"
+    );
     assert!(value("process_max_fds") >= value("process_open_fds"));
     assert!(value("process_start_time_seconds") > 1.7e9);
     value("process_cpu_seconds_total");
