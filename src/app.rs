@@ -26,7 +26,7 @@ use crate::serve::udp::{self, UdpServer};
 use crate::source::etcd;
 use crate::source::watcher::Watcher;
 use crate::zone::names::Patterns;
-use crate::zone::{GrpcConfigs, ZoneParams, ZoneStore, ZoneWriter};
+use crate::zone::{GrpcConfigs, ReverseZone, ZoneParams, ZoneStore, ZoneWriter};
 
 /// How long shutdown may take before we stop waiting.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -220,6 +220,12 @@ pub async fn serve(
         ttl: dns.ttl,
         negative_ttl: dns.negative_ttl,
         grpc: GrpcConfigs::new(service_config, overrides, dns.ttl).map_err(RunError::Pattern)?,
+        reverse: dns
+            .reverse_zones
+            .iter()
+            .copied()
+            .map(ReverseZone::new)
+            .collect(),
     };
     let origin_text = params.origin_text();
     let store = Arc::new(ZoneStore::new(params));

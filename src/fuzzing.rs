@@ -167,6 +167,7 @@ impl RequestPath {
             ttl: 5,
             negative_ttl: 3,
             grpc: crate::zone::testing::grpc_configs_with_large(5),
+            reverse: Vec::new(),
         }));
         let mut writer = ZoneWriter::new(zone.clone());
         let patterns = default_patterns();
@@ -780,6 +781,7 @@ fn check_registration(
         ttl: 5,
         negative_ttl: 5,
         grpc: Default::default(),
+        reverse: Vec::new(),
     }));
     let mut writer = ZoneWriter::new(store.clone());
     writer.upsert(key, registration.clone());

@@ -160,6 +160,10 @@ pub struct DnsConfig {
     pub max_udp_payload: u16,
     pub upstream: Vec<SocketAddr>,
     pub allow_recursion_from: Vec<ipnet::IpNet>,
+    /// Networks whose reverse zones (`in-addr.arpa`, `ip6.arpa`) rpcdns
+    /// answers PTR in, for the instances' addresses; on octet (IPv4) or
+    /// nibble (IPv6) boundaries, truncated to their network.
+    pub reverse_zones: Vec<ipnet::IpNet>,
 }
 
 /// The gRPC service configs served as `_grpc_config` TXT records.
@@ -283,6 +287,12 @@ impl Config {
             &mut out,
             "allow_recursion_from",
             nets.iter().map(String::as_str),
+        );
+        let reverse: Vec<String> = d.reverse_zones.iter().map(ToString::to_string).collect();
+        yaml_list(
+            &mut out,
+            "reverse_zones",
+            reverse.iter().map(String::as_str),
         );
 
         out.push_str("http:\n");

@@ -136,6 +136,7 @@ pub(super) const DNS_KEYS: &[&str] = &[
     "max_udp_payload",
     "upstream",
     "allow_recursion_from",
+    "reverse_zones",
 ];
 pub(super) const HTTP_KEYS: &[&str] = &["listen"];
 pub(super) const LOG_KEYS: &[&str] = &["level", "format"];
@@ -204,7 +205,7 @@ pub(super) struct RawTls {
 #[derive(Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "the dns section: a mapping of zone, listen, ttl, negative_ttl, max_udp_payload, upstream, allow_recursion_from"
+    expecting = "the dns section: a mapping of zone, listen, ttl, negative_ttl, max_udp_payload, upstream, allow_recursion_from, reverse_zones"
 )]
 pub(super) struct RawDns {
     pub(super) zone: Leaf,
@@ -214,6 +215,7 @@ pub(super) struct RawDns {
     pub(super) max_udp_payload: Leaf,
     pub(super) upstream: Leaf,
     pub(super) allow_recursion_from: Leaf,
+    pub(super) reverse_zones: Leaf,
 }
 
 #[derive(Default, Deserialize)]

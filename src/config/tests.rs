@@ -244,7 +244,7 @@ fn misspelled_key_message_reads_well() {
     assert_eq!(
         e.to_string(),
         "test.yaml:4:3: dns.tll: unknown key (expected one of: zone, listen, ttl, \
-             negative_ttl, max_udp_payload, upstream, allow_recursion_from)"
+             negative_ttl, max_udp_payload, upstream, allow_recursion_from, reverse_zones)"
     );
 }
 
@@ -911,4 +911,37 @@ fn redacted_yaml_round_trips_and_hides_the_password() {
     }
     assert!(defaults.contains("password: null"));
     assert_eq!(parse(&defaults).unwrap(), Config::default());
+}
+
+#[test]
+fn reverse_zones_are_cidrs_on_label_boundaries() {
+    let config =
+        parse("dns:\n  reverse_zones: [\"10.1.2.3/8\", \"fd00::/8\", \"192.168.1.0/24\"]\n")
+            .unwrap();
+    let nets: Vec<String> = config
+        .dns
+        .reverse_zones
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(nets, ["10.0.0.0/8", "fd00::/8", "192.168.1.0/24"]);
+    assert!(Config::default().dns.reverse_zones.is_empty());
+    rejects(
+        "dns:\n  reverse_zones:\n    - 10.0.0.0/8\n    - 10.0.0.0/12\n",
+        "dns.reverse_zones[1]",
+        4,
+        "multiple of 8",
+    );
+    rejects(
+        "dns:\n  reverse_zones: [\"fd00::/7\"]\n",
+        "dns.reverse_zones[0]",
+        2,
+        "multiple of 4",
+    );
+    rejects(
+        "dns:\n  reverse_zones: [\"10.0.0.1\"]\n",
+        "dns.reverse_zones[0]",
+        2,
+        "expected a CIDR",
+    );
 }

@@ -350,6 +350,7 @@ fn dns_config(src: &Sources<'_>, cli: &Cli, raw: RawDns) -> Result<DnsConfig, Co
         max_udp_payload,
         upstream,
         allow_recursion_from,
+        reverse_zones,
     } = raw;
 
     let zone = match src.scalar(
@@ -430,6 +431,14 @@ fn dns_config(src: &Sources<'_>, cli: &Cli, raw: RawDns) -> Result<DnsConfig, Co
         default_allow_recursion_from,
     )?;
 
+    let reverse_zones = list_of(
+        src.list("dns.reverse_zones", ("", &[]), &reverse_zones, "CIDRs")?,
+        false,
+        "CIDR",
+        parse_reverse_zone,
+        Vec::new,
+    )?;
+
     Ok(DnsConfig {
         zone,
         listen,
@@ -438,6 +447,7 @@ fn dns_config(src: &Sources<'_>, cli: &Cli, raw: RawDns) -> Result<DnsConfig, Co
         max_udp_payload,
         upstream,
         allow_recursion_from,
+        reverse_zones,
     })
 }
 
@@ -777,6 +787,27 @@ fn parse_cidr(item: &Item) -> Result<IpNet, ConfigError> {
     text.parse::<IpAddr>()
         .map(IpNet::from)
         .map_err(|_| item.expected(WHAT))
+}
+
+/// A network whose reverse zone rpcdns serves: a CIDR whose prefix ends on
+/// a label of the reverse name (an octet for IPv4, a nibble for IPv6).
+fn parse_reverse_zone(item: &Item) -> Result<IpNet, ConfigError> {
+    const WHAT: &str = "a CIDR such as 10.0.0.0/8 or fd00::/8";
+    let net = item
+        .string(WHAT)?
+        .parse::<IpNet>()
+        .map_err(|_| item.expected(WHAT))?;
+    let step = match net {
+        IpNet::V4(_) => 8,
+        IpNet::V6(_) => 4,
+    };
+    if net.prefix_len() % step != 0 {
+        return Err(item.site.error(format!(
+            "a reverse zone's prefix length must be a multiple of {step} (one label per {}), found {net}",
+            if step == 8 { "octet" } else { "nibble" }
+        )));
+    }
+    Ok(net.trunc())
 }
 
 fn parse_log_level(item: &Item) -> Result<String, ConfigError> {

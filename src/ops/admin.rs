@@ -338,6 +338,7 @@ mod tests {
             ttl: 5,
             negative_ttl: 5,
             grpc: Default::default(),
+            reverse: Vec::new(),
         };
         let state = AdminState::new(
             Arc::new(ZoneStore::new(params)),

@@ -262,28 +262,41 @@ pub fn respond(
         count += 1;
         at += 1 + usize::from(len);
     }
-    let origin = snapshot.origin_wire();
-    let origin_labels = count_labels(origin);
-    if count < origin_labels {
-        return Outcome::NotHandled;
-    }
-    let skip = count - origin_labels;
-    let apex_at = if skip < count {
-        usize::from(starts[skip])
-    } else {
-        at
+    // Where the name's labels below `apex` start, and the apex's offset
+    // in the name, when `apex` (wire form, lower-case) ends the name.
+    let below = |apex: &[u8]| -> Option<(usize, usize)> {
+        let apex_labels = count_labels(apex);
+        let skip = count.checked_sub(apex_labels)?;
+        let apex_at = starts[..count].get(skip).map_or(at, |&s| usize::from(s));
+        // `name[apex_at..]` must be the apex, in any letter case.
+        name.get(apex_at..)
+            .filter(|suffix| suffix.eq_ignore_ascii_case(apex))
+            .map(|_| (apex_at, skip))
     };
-    // `name[apex_at..]` must be the apex, in any letter case.
-    match name.get(apex_at..) {
-        Some(suffix) if suffix.eq_ignore_ascii_case(origin) => {}
-        _ => return Outcome::NotHandled,
-    }
-    let relative = starts[..skip].iter().map(|&start| {
-        let start = usize::from(start);
-        &name[start + 1..start + 1 + usize::from(name[start])]
-    });
+    let labels = |skip: usize| {
+        starts[..skip].iter().map(|&start| {
+            let start = usize::from(start);
+            &name[start + 1..start + 1 + usize::from(name[start])]
+        })
+    };
     let mut buf = [0u8; 255];
-    let lookup = snapshot.lookup_labels(relative, &mut buf);
+    let (apex_at, lookup) = if let Some((apex_at, skip)) = below(snapshot.origin_wire()) {
+        (apex_at, snapshot.lookup_labels(labels(skip), &mut buf))
+    } else if let Some((zone, apex_at, skip)) = snapshot
+        .params()
+        .reverse
+        .iter()
+        .find_map(|zone| below(zone.apex_wire()).map(|(apex_at, skip)| (zone, apex_at, skip)))
+    {
+        let lookup = match snapshot.lookup_reverse(zone, labels(skip)) {
+            // The apex of a reverse zone has its SOA and NS like ours.
+            _ if skip == 0 => Lookup::Apex,
+            lookup => lookup,
+        };
+        (apex_at, lookup)
+    } else {
+        return Outcome::NotHandled;
+    };
     let answer = choose(lookup, question.qtype);
 
     // Where the apex sits in the echoed question: SOA and NS owners point there.
@@ -410,7 +423,7 @@ pub fn respond(
 
 /// Picks the records for `qtype` at the name `lookup` found.
 fn choose(lookup: Lookup<'_>, qtype: u16) -> Answer<'_> {
-    use rrtype::{ANY, NS, SOA, SRV, TXT};
+    use rrtype::{ANY, NS, PTR, SOA, SRV, TXT};
     match lookup {
         Lookup::Apex => match qtype {
             // RFC 8482 §4.1: answer ANY with one RRset the name has.
@@ -433,6 +446,14 @@ fn choose(lookup: Lookup<'_>, qtype: u16) -> Answer<'_> {
             ],
             qtype,
         ),
+        Lookup::Ptr(rrs) => match qtype {
+            PTR | ANY => Answer::Set {
+                rrs,
+                rotation: 0,
+                glue: None,
+            },
+            _ => Answer::NoData,
+        },
         Lookup::GrpcConfig(config) => match qtype {
             TXT | ANY => Answer::Set {
                 rrs: config.txt(),
@@ -823,6 +844,78 @@ mod tests {
         assert!(
             none.answers.is_empty() && none.authorities.len() == 1,
             "NODATA"
+        );
+    }
+
+    #[test]
+    fn ptr_in_the_configured_reverse_zones() {
+        let store = crate::zone::testing::zone_with_reverse(
+            &["10.0.0.0/8", "fd00::/8"],
+            &[
+                ("sms.rpc/1", "10.0.0.5:8001"),
+                ("pay.rpc/7", "10.0.0.5:9000"),
+                ("pay.rpc/8", "[fd00::7]:9000"),
+                ("web.rpc/1", "web-0.web:80"),
+            ],
+        );
+        let (_, m, _) = ask(
+            &store,
+            &query("5.0.0.10.IN-ADDR.arpa.", RecordType::PTR, None),
+            None,
+        );
+        assert!(m.metadata.authoritative);
+        assert_eq!(m.answers[0].name.to_ascii(), "5.0.0.10.IN-ADDR.arpa.");
+        let mut targets: Vec<String> = m
+            .answers
+            .iter()
+            .map(|r| match &r.data {
+                RData::PTR(ptr) => ptr.0.to_ascii(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        targets.sort();
+        assert_eq!(targets, ["1.sms.rpc.svc.local.", "7.pay.rpc.svc.local."]);
+        let v6 = "7.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.D.F.ip6.arpa.";
+        let (_, m, _) = ask(&store, &query(v6, RecordType::PTR, None), None);
+        assert_eq!(m.answers.len(), 1);
+        // An address nobody has, and a name that is no address: NXDOMAIN
+        // with the reverse zone's SOA.
+        for name in [
+            "6.0.0.10.in-addr.arpa.",
+            "x.0.0.10.in-addr.arpa.",
+            "1.5.0.0.10.in-addr.arpa.",
+        ] {
+            let (outcome, m, _) = ask(&store, &query(name, RecordType::PTR, None), None);
+            assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
+            let RData::SOA(soa) = &m.authorities[0].data else {
+                panic!("{name}: no SOA")
+            };
+            assert_eq!(m.authorities[0].name.to_ascii(), "10.in-addr.arpa.");
+            assert_eq!(soa.serial, 77);
+            assert!(matches!(outcome, Outcome::Answered { .. }));
+        }
+        // Above an address: NODATA; another type at the address: NODATA.
+        for (name, rtype) in [
+            ("0.0.10.in-addr.arpa.", RecordType::PTR),
+            ("5.0.0.10.in-addr.arpa.", RecordType::A),
+        ] {
+            let (_, m, _) = ask(&store, &query(name, rtype, None), None);
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{name}");
+            assert!(m.answers.is_empty() && m.authorities.len() == 1, "{name}");
+        }
+        let (_, m, _) = ask(
+            &store,
+            &query("10.in-addr.arpa.", RecordType::SOA, None),
+            None,
+        );
+        assert_eq!(m.answers.len(), 1, "the reverse apex has its SOA");
+        // Outside the configured reverse zones: not ours.
+        let packet = query("1.1.168.192.in-addr.arpa.", RecordType::PTR, None);
+        let question = parse_query(&packet).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(
+            respond(&store.load(), &question, 512, 1232, &mut out),
+            Outcome::NotHandled
         );
     }
 

@@ -209,6 +209,7 @@ mod tests {
             ttl: 5,
             negative_ttl: 5,
             grpc: Default::default(),
+            reverse: Vec::new(),
         }));
         let status = Arc::new(SyncStatus::new());
         let patterns = Patterns::new(&["*.rpc"]).unwrap();

@@ -26,11 +26,13 @@ use std::net::IpAddr;
 use hickory_proto::rr::Name;
 
 pub mod names;
+pub mod reverse;
 pub mod service_config;
 pub mod snapshot;
 pub mod wire;
 pub mod writer;
 
+pub use reverse::{ReverseName, ReverseZone};
 pub use service_config::{GrpcConfigs, ServiceConfigTxt};
 pub use snapshot::{Instance, Lookup, PortName, Service, ZoneSnapshot, ZoneStore};
 pub use wire::{
@@ -104,6 +106,8 @@ pub struct ZoneParams {
     pub negative_ttl: u32,
     /// The gRPC service configs served at `_grpc_config.` names.
     pub grpc: GrpcConfigs,
+    /// The reverse zones answered (PTR for the instances' addresses).
+    pub reverse: Vec<ReverseZone>,
 }
 
 impl ZoneParams {
@@ -191,11 +195,31 @@ pub(crate) mod testing {
         revision: i64,
         entries: &[(&str, &str)],
     ) -> Arc<ZoneStore> {
+        zone_of(grpc, Vec::new(), negative_ttl, revision, entries)
+    }
+
+    /// [`zone`] with the reverse zones of `nets` (CIDRs).
+    pub(crate) fn zone_with_reverse(nets: &[&str], entries: &[(&str, &str)]) -> Arc<ZoneStore> {
+        let reverse = nets
+            .iter()
+            .map(|net| ReverseZone::new(net.parse().unwrap()))
+            .collect();
+        zone_of(GrpcConfigs::default(), reverse, 3, 77, entries)
+    }
+
+    fn zone_of(
+        grpc: GrpcConfigs,
+        reverse: Vec<ReverseZone>,
+        negative_ttl: u32,
+        revision: i64,
+        entries: &[(&str, &str)],
+    ) -> Arc<ZoneStore> {
         let store = Arc::new(ZoneStore::new(ZoneParams {
             origin: Name::from_ascii("svc.local.").unwrap(),
             ttl: 5,
             negative_ttl,
             grpc,
+            reverse,
         }));
         let mut writer = ZoneWriter::new(store.clone());
         for (key, value) in entries {
@@ -257,6 +281,7 @@ mod tests {
             ttl: 5,
             negative_ttl: 3,
             grpc: Default::default(),
+            reverse: Vec::new(),
         }))
     }
 
@@ -615,12 +640,55 @@ mod tests {
     }
 
     #[test]
+    fn ptr_records_follow_the_instances() {
+        let store = testing::zone_with_reverse(&["10.0.0.0/8"], &[("a.rpc/1", "10.0.0.1:1")]);
+        let addr: IpAddr = "10.0.0.1".parse().unwrap();
+        let count = |store: &ZoneStore| {
+            store
+                .load()
+                .addresses
+                .get(&addr)
+                .map_or(0, |ptr| ptr.count())
+        };
+        assert_eq!(count(&store), 1);
+        let mut writer = ZoneWriter::new(store.clone());
+        // The writer starts from an empty zone: replay what is there.
+        writer.replace_all(vec![
+            (
+                b"a.rpc/1".to_vec(),
+                testing::registration("a.rpc", "1", "10.0.0.1:1"),
+            ),
+            (
+                b"b.rpc/2".to_vec(),
+                testing::registration("b.rpc", "2", "10.0.0.1:2"),
+            ),
+        ]);
+        writer.publish();
+        assert_eq!(count(&store), 2, "two names at one address");
+        writer.upsert(
+            b"a.rpc/1",
+            testing::registration("a.rpc", "1", "10.0.0.9:1"),
+        );
+        writer.publish();
+        assert_eq!(count(&store), 1, "moved away");
+        assert_eq!(store.load().ptr_count(), 2);
+        writer.remove(b"b.rpc/2");
+        writer.publish();
+        assert_eq!(count(&store), 0);
+        assert_eq!(store.load().ptr_count(), 1);
+        // Without reverse zones, no index is kept.
+        let plain = testing::zone(3, 1, &[("a.rpc/1", "10.0.0.1:1")]);
+        assert_eq!(plain.load().ptr_count(), 0);
+    }
+
+    #[test]
     fn origin_wire_is_lower_case_wire_form() {
         let params = ZoneParams {
             origin: name("Svc.Local."),
             ttl: 5,
             negative_ttl: 9,
             grpc: Default::default(),
+            reverse: Vec::new(),
         };
         assert_eq!(&*params.origin_wire(), b"\x03svc\x05local\x00");
         assert_eq!(params.origin_text(), "svc.local");

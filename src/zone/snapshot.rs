@@ -12,6 +12,9 @@ use serde_json::json;
 use super::names::port_of_label;
 use super::service_config::{GRPC_CONFIG_LABEL, ServiceConfigTxt};
 use super::wire::WireRrs;
+use std::net::IpAddr;
+
+use super::reverse::{ReverseName, ReverseZone};
 use super::{Endpoint, GRPC_TCP_PREFIX, ZoneParams};
 
 // ---------------------------------------------------------------------------
@@ -233,6 +236,9 @@ pub enum Lookup<'a> {
     /// `_grpc_config.<service or port name>.<zone>` of a service that has
     /// a gRPC service config.
     GrpcConfig(&'a ServiceConfigTxt),
+    /// An address in a reverse zone where instances are registered: their
+    /// PTR records.
+    Ptr(&'a WireRrs),
     /// A name that exists only because names below it do (RFC 8020 ENT).
     EmptyNonTerminal,
     /// No such name.
@@ -254,6 +260,10 @@ pub struct ZoneSnapshot {
     pub(super) instances: usize,
     /// Services whose instances listen on more than one port.
     pub(super) several_ports: usize,
+    /// Address → its PTR records (one per instance name registered at it),
+    /// kept only when reverse zones are configured. Ordered, so that a
+    /// reverse name's prefix is a range.
+    pub(super) addresses: imbl::OrdMap<IpAddr, Arc<WireRrs>>,
 }
 
 impl ZoneSnapshot {
@@ -266,6 +276,7 @@ impl ZoneSnapshot {
             ents: imbl::HashMap::new(),
             instances: 0,
             several_ports: 0,
+            addresses: imbl::OrdMap::new(),
         }
     }
 
@@ -397,6 +408,34 @@ impl ZoneSnapshot {
         Lookup::NxDomain
     }
 
+    /// Classifies the name made of `labels` (left to right, in any letter
+    /// case) below the apex of the reverse zone `zone`.
+    pub fn lookup_reverse<'l>(
+        &self,
+        zone: &ReverseZone,
+        labels: impl DoubleEndedIterator<Item = &'l [u8]>,
+    ) -> Lookup<'_> {
+        match zone.name(labels) {
+            ReverseName::Address(addr) => match self.addresses.get(&addr) {
+                Some(ptr) => Lookup::Ptr(ptr),
+                None => Lookup::NxDomain,
+            },
+            ReverseName::Prefix { first, last } => {
+                if self.addresses.range(first..=last).next().is_some() {
+                    Lookup::EmptyNonTerminal
+                } else {
+                    Lookup::NxDomain
+                }
+            }
+            ReverseName::Nothing => Lookup::NxDomain,
+        }
+    }
+
+    /// How many addresses have PTR records.
+    pub fn ptr_count(&self) -> usize {
+        self.addresses.len()
+    }
+
     /// The gRPC service config a client targeting `target` (a service or
     /// a port name, relative and lower-case) gets, if any.
     fn grpc_config_of(&self, target: &str) -> Option<&ServiceConfigTxt> {
@@ -474,6 +513,13 @@ impl ZoneSnapshot {
             "service_count": self.service_count(),
             "instance_count": self.instance_count(),
             "several_ports_count": self.several_ports,
+            "reverse_zones": self
+                .params
+                .reverse
+                .iter()
+                .map(|zone| json!({"net": zone.net().to_string(), "zone": zone.apex_text()}))
+                .collect::<Vec<_>>(),
+            "ptr_addresses": self.addresses.len(),
             "services": services,
         })
     }

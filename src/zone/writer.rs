@@ -1,7 +1,7 @@
 //! The zone's single writer: registrations in, a new snapshot published per
 //! batch, each change rebuilding only the service it touches; no I/O.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -49,6 +49,10 @@ pub struct ZoneWriter {
     /// Services last reported on several ports ([`PortsChange`]); kept
     /// across full re-reads so that a re-read does not warn again.
     several_ports: HashSet<String>,
+    /// Address → the instance names (wire form) registered at it, when
+    /// reverse zones are configured: what each address's PTR records are
+    /// rebuilt from.
+    ptr_names: HashMap<IpAddr, BTreeSet<Box<[u8]>>>,
     /// What readers will see next.
     staged: ZoneSnapshot,
 }
@@ -63,6 +67,7 @@ impl ZoneWriter {
             services: HashMap::new(),
             dirty: HashSet::new(),
             several_ports: HashSet::new(),
+            ptr_names: HashMap::new(),
             staged,
         }
     }
@@ -122,6 +127,7 @@ impl ZoneWriter {
         let revision = self.staged.revision;
         self.services.clear();
         self.dirty.clear();
+        self.ptr_names.clear();
         self.staged = ZoneSnapshot::empty(params);
         self.staged.revision = revision;
         for (key, registration) in registrations {
@@ -165,10 +171,26 @@ impl ZoneWriter {
             .filter(|parent| self.services.contains_key(parent))
             .collect();
         dirty.extend(parents);
+        let reverse = !self.staged.params.reverse.is_empty();
+        let mut touched: HashSet<IpAddr> = HashSet::new();
         for key in dirty {
+            if reverse && let Some(old) = self.staged.services.get(key.as_str()) {
+                for (addr, name) in addressed_names(old, &self.origin_text) {
+                    if let Some(names) = self.ptr_names.get_mut(&addr) {
+                        names.remove(&name);
+                    }
+                    touched.insert(addr);
+                }
+            }
             match self.services.get(&key) {
                 Some(instances) => {
                     let service = Arc::new(self.build_service(&key, instances));
+                    if reverse {
+                        for (addr, name) in addressed_names(&service, &self.origin_text) {
+                            self.ptr_names.entry(addr).or_default().insert(name);
+                            touched.insert(addr);
+                        }
+                    }
                     let count = service.instance_count();
                     let ports: Vec<u16> = service.ports().iter().map(PortName::port).collect();
                     let shared: Arc<str> = Arc::from(key.as_str());
@@ -203,6 +225,18 @@ impl ZoneWriter {
                     // A service that went away is logged as such; should it
                     // come back on several ports, that is news again.
                     self.several_ports.remove(&key);
+                }
+            }
+        }
+        for addr in touched {
+            match self.ptr_names.get(&addr) {
+                Some(names) if !names.is_empty() => {
+                    let ptr = ptr_records(names, self.staged.params.ttl);
+                    self.staged.addresses.insert(addr, Arc::new(ptr));
+                }
+                _ => {
+                    self.ptr_names.remove(&addr);
+                    self.staged.addresses.remove(&addr);
                 }
             }
         }
@@ -423,6 +457,33 @@ impl PortBuilder {
             glue: self.glue.finish(),
         }
     }
+}
+
+/// Each IP instance of `service` with its name in wire form
+/// (`<label>.<service>.<zone>`), for the reverse zones.
+fn addressed_names(service: &Service, origin_text: &str) -> Vec<(IpAddr, Box<[u8]>)> {
+    service
+        .labels
+        .iter()
+        .filter_map(|(label, &index)| {
+            let instance = service.instances.get(index as usize)?;
+            let Endpoint::Ip { addr, .. } = instance.endpoint() else {
+                return None;
+            };
+            let name = host_wire(&format!("{label}.{}.{origin_text}", service.key));
+            Some((*addr, name.into_boxed_slice()))
+        })
+        .collect()
+}
+
+/// The PTR records of one address: one per name, in name order, owners
+/// pointing at the question, targets written in full.
+fn ptr_records(names: &BTreeSet<Box<[u8]>>, ttl: u32) -> WireRrs {
+    let mut ptr = WireBuilder::default();
+    for name in names {
+        ptr.push(&[&pointer(QNAME_OFFSET)], rrtype::PTR, ttl, &[name]);
+    }
+    ptr.finish()
 }
 
 /// The proper ancestors of a service key below the apex: `a.b.rpc` →

@@ -672,3 +672,74 @@ async fn grpc_config_txt_and_port_names() {
     );
     assert_eq!(warnings(&env.rpcdns), 1);
 }
+
+/// PTR in the configured reverse zones (issue 11, point 4): every instance
+/// registered at an address, for IPv4 and IPv6, following etcd; NXDOMAIN
+/// for an address nobody has, NODATA above one, REFUSED outside the
+/// configured networks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ptr_for_instance_addresses_in_the_reverse_zones() {
+    let (_dir, config) = config_file("dns:\n  reverse_zones: [\"10.0.0.0/8\", \"fd00::/8\"]\n");
+    let env = TestEnv::start(&["--config", &config]).await;
+    let c = &env.client;
+    let dns = env.dns();
+    let one = register(c, "sms.rpc", "10.0.0.5:8001", 10).await;
+    let two = register(c, "pay.rpc", "10.0.0.5:9000", 10).await;
+    let v6 = register(c, "pay.rpc", "[fd00::7]:9000", 10).await;
+    wait_srv_count(dns, "pay.rpc.svc.local.", 2);
+    wait_srv_count(dns, SMS, 1);
+
+    let ptr_targets = |name: &str| -> Result<Vec<String>, String> {
+        let msg = try_query_udp(dns, name, RecordType::PTR, None)?;
+        let mut targets: Vec<String> = msg
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::PTR(ptr) => Some(lower(&ptr.0)),
+                _ => None,
+            })
+            .collect();
+        targets.sort();
+        Ok(targets)
+    };
+    let v4_name = "5.0.0.10.in-addr.arpa.";
+    let mut want = vec![one.instance_name(), two.instance_name()];
+    want.sort();
+    assert_eq!(ptr_targets(v4_name).expect("PTR"), want);
+    let v6_name = format!("7.{}d.f.ip6.arpa.", "0.".repeat(29));
+    assert_eq!(ptr_targets(&v6_name).expect("PTR"), [v6.instance_name()]);
+    let msg = query_tcp(dns, v4_name, RecordType::PTR, None);
+    assert!(msg.metadata.authoritative);
+    assert_eq!(msg.answers.len(), 2, "over TCP too: {msg}");
+
+    let nx = query_udp(dns, "6.0.0.10.in-addr.arpa.", RecordType::PTR, None);
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain, "{nx}");
+    let (_, _, owner) = soa_of(&nx.authorities).expect("SOA in authority");
+    assert_eq!(lower(&owner), "10.in-addr.arpa.");
+    let ent = query_udp(dns, "0.0.10.in-addr.arpa.", RecordType::PTR, None);
+    assert_eq!(ent.metadata.response_code, ResponseCode::NoError, "{ent}");
+    assert!(ent.answers.is_empty());
+    let outside = query_udp(dns, "1.1.168.192.in-addr.arpa.", RecordType::PTR, None);
+    assert_eq!(outside.metadata.response_code, ResponseCode::Refused);
+
+    // The records follow etcd.
+    two.revoke().await;
+    eventually(PROPAGATION, || match ptr_targets(v4_name) {
+        Ok(targets) if targets == [one.instance_name()] => Ok(()),
+        other => Err(format!("{v4_name}: {other:?}")),
+    });
+    one.revoke().await;
+    eventually(PROPAGATION, || {
+        let msg = try_query_udp(dns, v4_name, RecordType::PTR, None)?;
+        (msg.metadata.response_code == ResponseCode::NXDomain)
+            .then_some(())
+            .ok_or(format!("{msg}"))
+    });
+    let zone = env.rpcdns.debug_zone().expect("/debug/zone");
+    assert_eq!(
+        zone["zone"]["ptr_addresses"], 1,
+        "{}",
+        zone["zone"]["reverse_zones"]
+    );
+    assert_eq!(zone["zone"]["reverse_zones"][1]["zone"], "d.f.ip6.arpa.");
+}
