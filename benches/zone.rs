@@ -79,6 +79,7 @@ fn zone(instances: u64) -> (Arc<ZoneStore>, ZoneWriter) {
         ttl: 5,
         negative_ttl: 5,
         grpc: Default::default(),
+        reverse: Vec::new(),
     };
     let store = Arc::new(ZoneStore::new(params));
     let mut writer = ZoneWriter::new(store.clone());
