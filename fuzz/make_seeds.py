@@ -68,9 +68,12 @@ def request_path():
              "_grpc_config.port-8002.ports.rpc.svc.local", "_grpc_config.port-9.sms.rpc.svc.local",
              "port-8001.sms.rpc.svc.local", "port-8001.ports.rpc.svc.local",
              "Port-8002.ports.rpc.svc.local", "port-8003.ports.rpc.svc.local",
-             "port-08001.ports.rpc.svc.local", "ports.rpc.svc.local", "_grpc_config.svc.local"]
+             "port-08001.ports.rpc.svc.local", "ports.rpc.svc.local", "_grpc_config.svc.local",
+             "5.0.0.10.in-addr.arpa", "6.0.0.10.in-addr.arpa", "0.0.10.in-addr.arpa",
+             "10.in-addr.arpa", "01.0.0.10.in-addr.arpa", "1.1.168.192.in-addr.arpa",
+             "1." + "0." * 29 + "d.f.ip6.arpa", "d.f.ip6.arpa"]
     for name in names:
-        for qtype in ["A", "AAAA", "SRV", "ANY", "TXT"]:
+        for qtype in ["A", "AAAA", "SRV", "ANY", "TXT", "PTR"]:
             write("request_path", query(name, qtype))
             write("request_path", query(name, qtype, edns=opt(1232)))
     for name in ["svc.local", "sms.rpc.svc.local", "big.rpc.svc.local", "1.order.rpc.svc.local"]:

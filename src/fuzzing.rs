@@ -32,7 +32,9 @@ use crate::source::gozero::{self, Classified, ClassifiedKey};
 use crate::zone::names::{
     self, HASHED_LABEL_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_SERVICE_NAME_LEN, Patterns,
 };
-use crate::zone::{Endpoint, Registration, ZoneParams, ZoneStore, ZoneWriter, host_wire};
+use crate::zone::{
+    Endpoint, Registration, ReverseZone, ZoneParams, ZoneStore, ZoneWriter, host_wire,
+};
 
 // ===== The request path =====================================================
 
@@ -167,7 +169,12 @@ impl RequestPath {
             ttl: 5,
             negative_ttl: 3,
             grpc: crate::zone::testing::grpc_configs_with_large(5),
-            reverse: Vec::new(),
+            // PTR for the zone's IPv4 and IPv6 instances.
+            reverse: ["10.0.0.0/8", "fd00::/8"]
+                .iter()
+                .filter_map(|net| net.parse().ok())
+                .map(ReverseZone::new)
+                .collect(),
         }));
         let mut writer = ZoneWriter::new(zone.clone());
         let patterns = default_patterns();
