@@ -18,6 +18,7 @@
 //! - [`names`]: the naming rules (globs, valid service keys, labels).
 //! - [`wire`]: record sets in wire form, and the numbers they are made of.
 //! - [`service_config`]: gRPC service configs, validated, as TXT records.
+//! - [`reverse`]: the configured reverse zones and the addresses their names stand for.
 //! - [`snapshot`]: the published snapshot, its lookups, the store.
 //! - [`writer`]: the single writer.
 
