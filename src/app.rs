@@ -20,7 +20,9 @@ use crate::config::{Config, DnsConfig, EtcdConfig, GrpcConfig, HttpConfig, LogCo
 use crate::ops::admin::{self, AdminState};
 use crate::ops::metrics::Metrics;
 use crate::ops::status::SyncStatus;
+use crate::serve::cookie::CookieSecret;
 use crate::serve::handler::DnsHandler;
+use crate::serve::rrl::Rrl;
 use crate::serve::tcp;
 use crate::serve::udp::{self, UdpServer};
 use crate::source::etcd;
@@ -247,14 +249,19 @@ pub async fn serve(
 
     // DNS: UDP on the fast-path threads, TCP on tasks; both fall back to
     // the hickory handler for anything unusual.
-    let handler = Arc::new(
-        DnsHandler::new(store.clone(), dns.max_udp_payload).with_forwarding(
-            crate::serve::forward::Forwarder::new(
-                dns.upstream.clone(),
-                dns.allow_recursion_from.clone(),
-            ),
+    let mut handler = DnsHandler::new(store.clone(), dns.max_udp_payload).with_forwarding(
+        crate::serve::forward::Forwarder::new(
+            dns.upstream.clone(),
+            dns.allow_recursion_from.clone(),
         ),
     );
+    if let Some(key) = &dns.cookie_secret {
+        handler = handler.with_cookie_secret(CookieSecret::new(key.0));
+    }
+    let handler = Arc::new(handler);
+    // One limiter for every address: a client's account is the same
+    // whichever listener it asks.
+    let rrl = Rrl::new(&dns.rrl).map(Arc::new);
     let dns_token = CancellationToken::new();
     let mut udp_servers = Vec::with_capacity(listeners.dns.len());
     let mut tcp_servers = tokio::task::JoinSet::new();
@@ -265,6 +272,7 @@ pub async fn serve(
                 store.clone(),
                 handler.clone(),
                 metrics.clone(),
+                rrl.clone(),
                 tokio::runtime::Handle::current(),
             )
             .map_err(RunError::UdpThreads)?,

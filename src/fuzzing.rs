@@ -20,6 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
@@ -247,7 +248,8 @@ impl RequestPath {
         }
         let max_udp_payload = handler.max_udp_payload();
         let mut out = Vec::new();
-        if let Some(question) = answer::parse_query(packet) {
+        if let Some(mut question) = answer::parse_query(packet) {
+            question.answer_cookie(handler.cookie_secret(), CLIENT.ip());
             let limit = question.udp_limit(max_udp_payload);
             let snapshot = self.zone.guard();
             let outcome = answer::respond(&snapshot, &question, limit, max_udp_payload, &mut out);
@@ -265,7 +267,8 @@ impl RequestPath {
     /// What the TCP server sends back for `packet`, as `tcp.rs` decides.
     pub fn tcp(&self, handler: &DnsHandler, packet: &[u8]) -> Option<(Path, Vec<u8>)> {
         let mut out = Vec::new();
-        if let Some(question) = answer::parse_query(packet) {
+        if let Some(mut question) = answer::parse_query(packet) {
+            question.answer_cookie(handler.cookie_secret(), CLIENT.ip());
             let snapshot = self.zone.guard();
             let outcome = answer::respond(
                 &snapshot,
@@ -325,10 +328,27 @@ impl RequestPath {
         let records_agree = sorted(&fast.answers) == sorted(&full.answers)
             && sorted(&fast.authorities) == sorted(&full.authorities)
             && sorted(&fast.additionals) == sorted(&full.additionals);
+        // The server cookies may differ in their timestamp (a second may
+        // pass between the two): compared apart, by their client cookie.
+        let cookie = |edns: &Option<hickory_proto::op::Edns>| {
+            edns.as_ref()
+                .and_then(|e| e.option(EdnsCode::Cookie).cloned())
+                .map(|option| match option {
+                    EdnsOption::Unknown(_, data) => data.get(..8).map(<[u8]>::to_vec),
+                    _ => None,
+                })
+        };
+        let without_cookie = |edns: &Option<hickory_proto::op::Edns>| {
+            edns.clone().map(|mut e| {
+                e.options_mut().remove(EdnsCode::Cookie);
+                e
+            })
+        };
         let same = fast.metadata == full.metadata
             && fast.queries == full.queries
             && records_agree
-            && fast.edns == full.edns;
+            && without_cookie(&fast.edns) == without_cookie(&full.edns)
+            && cookie(&fast.edns) == cookie(&full.edns);
         if same {
             Ok(())
         } else {

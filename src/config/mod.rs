@@ -102,6 +102,18 @@ pub const MAX_DIAL_TIMEOUT: Duration = Duration::from_secs(300);
 /// How `grpc.service_config` (or an override's) says "no TXT record".
 pub const SERVICE_CONFIG_OFF: &str = "off";
 
+/// Accepted `dns.rrl.responses_per_second`.
+pub const RRL_RATE_RANGE: std::ops::RangeInclusive<u32> = 0..=1_000_000;
+/// Accepted `dns.rrl.slip` (as BIND's `slip`).
+pub const RRL_SLIP_RANGE: std::ops::RangeInclusive<u32> = 0..=10;
+/// Default `dns.rrl.slip`: every other limited response is truncated.
+pub const DEFAULT_RRL_SLIP: u32 = 2;
+/// Default client networks: a /24 and a /56, as BIND and Knot group them.
+pub const DEFAULT_RRL_IPV4_PREFIX_LENGTH: u8 = 24;
+pub const DEFAULT_RRL_IPV6_PREFIX_LENGTH: u8 = 56;
+/// Default `dns.rrl.exempt`: loopback.
+pub const DEFAULT_RRL_EXEMPT: &[&str] = &["127.0.0.0/8", "::1/128"];
+
 /// What `check-config` prints instead of the etcd password.
 pub const REDACTED: &str = "<redacted>";
 
@@ -164,6 +176,38 @@ pub struct DnsConfig {
     /// answers PTR in, for the instances' addresses; on octet (IPv4) or
     /// nibble (IPv6) boundaries, truncated to their network.
     pub reverse_zones: Vec<ipnet::IpNet>,
+    /// The key of the DNS server cookies (RFC 7873, RFC 9018); `None`: a
+    /// random one per process.
+    pub cookie_secret: Option<CookieKey>,
+    /// Response rate limiting.
+    pub rrl: RrlConfig,
+}
+
+/// `dns.cookie_secret`: 16 octets, never shown by `Debug` nor printed by
+/// `check-config`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CookieKey(pub [u8; 16]);
+
+impl std::fmt::Debug for CookieKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// `dns.rrl`: response rate limiting over UDP, per client network and
+/// answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RrlConfig {
+    /// Responses per second to one network for one answer; 0: off.
+    pub responses_per_second: u32,
+    /// Every `slip`th limited response goes out truncated (TC), the others
+    /// are dropped; 0: drop them all.
+    pub slip: u32,
+    /// The client networks: addresses are grouped by these prefixes.
+    pub ipv4_prefix_length: u8,
+    pub ipv6_prefix_length: u8,
+    /// Clients never limited.
+    pub exempt: Vec<ipnet::IpNet>,
 }
 
 /// The gRPC service configs served as `_grpc_config` TXT records.
@@ -294,6 +338,24 @@ impl Config {
             "reverse_zones",
             reverse.iter().map(String::as_str),
         );
+        let cookie_secret = match d.cookie_secret {
+            // Never printed; `null` reads back as "a random secret".
+            Some(_) => "null  # set, not shown",
+            None => "null",
+        };
+        yaml_kv(&mut out, "cookie_secret", cookie_secret);
+        let r = &d.rrl;
+        out.push_str("  rrl:\n");
+        for (key, value) in [
+            ("responses_per_second", r.responses_per_second.to_string()),
+            ("slip", r.slip.to_string()),
+            ("ipv4_prefix_length", r.ipv4_prefix_length.to_string()),
+            ("ipv6_prefix_length", r.ipv6_prefix_length.to_string()),
+        ] {
+            out.push_str(&format!("    {key}: {value}\n"));
+        }
+        let exempt: Vec<String> = r.exempt.iter().map(|n| quote(&n.to_string())).collect();
+        out.push_str(&format!("    exempt: [{}]\n", exempt.join(", ")));
 
         out.push_str("http:\n");
         yaml_kv(&mut out, "listen", &quote(&self.http.listen.to_string()));

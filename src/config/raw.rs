@@ -137,6 +137,15 @@ pub(super) const DNS_KEYS: &[&str] = &[
     "upstream",
     "allow_recursion_from",
     "reverse_zones",
+    "cookie_secret",
+    "rrl",
+];
+pub(super) const RRL_KEYS: &[&str] = &[
+    "responses_per_second",
+    "slip",
+    "ipv4_prefix_length",
+    "ipv6_prefix_length",
+    "exempt",
 ];
 pub(super) const HTTP_KEYS: &[&str] = &["listen"];
 pub(super) const LOG_KEYS: &[&str] = &["level", "format"];
@@ -152,6 +161,7 @@ fn section_of(expected: &[&str]) -> Option<&'static str> {
         (ETCD_KEYS, "etcd."),
         (TLS_KEYS, "etcd.tls."),
         (DNS_KEYS, "dns."),
+        (RRL_KEYS, "dns.rrl."),
         (HTTP_KEYS, "http."),
         (LOG_KEYS, "log."),
         (GRPC_KEYS, "grpc."),
@@ -205,7 +215,7 @@ pub(super) struct RawTls {
 #[derive(Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "the dns section: a mapping of zone, listen, ttl, negative_ttl, max_udp_payload, upstream, allow_recursion_from, reverse_zones"
+    expecting = "the dns section: a mapping of zone, listen, ttl, negative_ttl, max_udp_payload, upstream, allow_recursion_from, reverse_zones, cookie_secret, rrl"
 )]
 pub(super) struct RawDns {
     pub(super) zone: Leaf,
@@ -216,6 +226,21 @@ pub(super) struct RawDns {
     pub(super) upstream: Leaf,
     pub(super) allow_recursion_from: Leaf,
     pub(super) reverse_zones: Leaf,
+    pub(super) cookie_secret: Leaf,
+    pub(super) rrl: Option<Spanned<RawRrl>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "the dns.rrl section: a mapping of responses_per_second, slip, ipv4_prefix_length, ipv6_prefix_length, exempt"
+)]
+pub(super) struct RawRrl {
+    pub(super) responses_per_second: Leaf,
+    pub(super) slip: Leaf,
+    pub(super) ipv4_prefix_length: Leaf,
+    pub(super) ipv6_prefix_length: Leaf,
+    pub(super) exempt: Leaf,
 }
 
 #[derive(Default, Deserialize)]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use ipnet::IpNet;
 
 use super::raw::*;
 use super::validate::*;
@@ -166,6 +167,7 @@ fn every_key_of_every_section_appears_in_the_example() {
         .chain(ETCD_KEYS)
         .chain(TLS_KEYS)
         .chain(DNS_KEYS)
+        .chain(RRL_KEYS)
         .chain(HTTP_KEYS)
         .chain(LOG_KEYS)
         .chain(GRPC_KEYS)
@@ -204,8 +206,8 @@ fn with_unknown_key(text: &str, section: &str) -> (String, u64) {
 
 #[test]
 fn unknown_key_in_each_section_is_rejected_with_key_and_line() {
-    let base = "etcd:\n  prefix: \"\"\n  tls:\n    ca_file: ca.pem\ndns:\n  ttl: 5\nhttp:\n  listen: 127.0.0.1:9153\nlog:\n  level: info\n";
-    for section in ["etcd", "etcd.tls", "dns", "http", "log"] {
+    let base = "etcd:\n  prefix: \"\"\n  tls:\n    ca_file: ca.pem\ndns:\n  ttl: 5\n  rrl:\n    slip: 1\nhttp:\n  listen: 127.0.0.1:9153\nlog:\n  level: info\n";
+    for section in ["etcd", "etcd.tls", "dns", "dns.rrl", "http", "log"] {
         let (text, line) = with_unknown_key(base, section);
         let e = err(&text);
         let key = format!("{section}.bogus_key");
@@ -244,7 +246,8 @@ fn misspelled_key_message_reads_well() {
     assert_eq!(
         e.to_string(),
         "test.yaml:4:3: dns.tll: unknown key (expected one of: zone, listen, ttl, \
-             negative_ttl, max_udp_payload, upstream, allow_recursion_from, reverse_zones)"
+             negative_ttl, max_udp_payload, upstream, allow_recursion_from, reverse_zones, \
+             cookie_secret, rrl)"
     );
 }
 
@@ -911,6 +914,86 @@ fn redacted_yaml_round_trips_and_hides_the_password() {
     }
     assert!(defaults.contains("password: null"));
     assert_eq!(parse(&defaults).unwrap(), Config::default());
+}
+
+#[test]
+fn cookie_secret_is_32_hex_digits_and_never_shown() {
+    let config = parse("dns:\n  cookie_secret: \"00112233445566778899AABBCCDDEEFF\"\n").unwrap();
+    let key = config.dns.cookie_secret.clone().expect("a secret");
+    assert_eq!(key.0[..3], [0x00, 0x11, 0x22]);
+    assert_eq!(key.0[15], 0xff);
+    assert!(!format!("{config:?}").contains("AABB"));
+    assert!(!format!("{config:?}").to_lowercase().contains("aabb"));
+    let yaml = config.to_redacted_yaml();
+    assert!(!yaml.to_lowercase().contains("aabb"), "{yaml}");
+    assert!(
+        yaml.contains("cookie_secret: null  # set, not shown"),
+        "{yaml}"
+    );
+    assert_eq!(Config::default().dns.cookie_secret, None);
+    for bad in [
+        "\"0011\"",
+        "\"00112233445566778899aabbccddeeZZ\"",
+        "12345",
+        "\"00112233445566778899aabbccddeeff00\"",
+    ] {
+        let e = err(&format!("dns:\n  cookie_secret: {bad}\n"));
+        assert_eq!(e.key(), Some("dns.cookie_secret"), "{e}");
+        assert_eq!(e.line(), Some(2), "{e}");
+        assert!(e.to_string().contains("32 hexadecimal digits"), "{e}");
+        assert!(!e.to_string().contains("0011"), "the value is shown: {e}");
+    }
+}
+
+#[test]
+fn rrl_settings_and_their_ranges() {
+    let rrl = Config::default().dns.rrl;
+    assert_eq!(rrl.responses_per_second, 0, "off by default");
+    assert_eq!(
+        (rrl.slip, rrl.ipv4_prefix_length, rrl.ipv6_prefix_length),
+        (2, 24, 56)
+    );
+    assert_eq!(
+        rrl.exempt,
+        vec![
+            "127.0.0.0/8".parse::<IpNet>().unwrap(),
+            "::1/128".parse().unwrap()
+        ]
+    );
+    let rrl = parse("dns:\n  rrl:\n    responses_per_second: 50\n    slip: 0\n    ipv4_prefix_length: 32\n    ipv6_prefix_length: 64\n    exempt: [\"10.0.0.0/8\"]\n")
+        .unwrap()
+        .dns
+        .rrl;
+    assert_eq!((rrl.responses_per_second, rrl.slip), (50, 0));
+    assert_eq!((rrl.ipv4_prefix_length, rrl.ipv6_prefix_length), (32, 64));
+    assert_eq!(rrl.exempt, vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]);
+    for (text, key, line) in [
+        ("dns:\n  rrl:\n    slip: 11\n", "dns.rrl.slip", 3),
+        (
+            "dns:\n  rrl:\n    responses_per_second: -1\n",
+            "dns.rrl.responses_per_second",
+            3,
+        ),
+        (
+            "dns:\n  rrl:\n\n    ipv4_prefix_length: 33\n",
+            "dns.rrl.ipv4_prefix_length",
+            4,
+        ),
+        (
+            "dns:\n  rrl:\n    ipv6_prefix_length: 129\n",
+            "dns.rrl.ipv6_prefix_length",
+            3,
+        ),
+        (
+            "dns:\n  rrl:\n    exempt: [\"10.0.0.0/33\"]\n",
+            "dns.rrl.exempt[0]",
+            3,
+        ),
+        ("dns:\n  rrl: 5\n", "dns.rrl", 2),
+    ] {
+        let e = err(text);
+        assert_eq!((e.key(), e.line()), (Some(key), Some(line)), "{e}");
+    }
 }
 
 #[test]

@@ -351,6 +351,8 @@ fn dns_config(src: &Sources<'_>, cli: &Cli, raw: RawDns) -> Result<DnsConfig, Co
         upstream,
         allow_recursion_from,
         reverse_zones,
+        cookie_secret,
+        rrl,
     } = raw;
 
     let zone = match src.scalar(
@@ -439,6 +441,12 @@ fn dns_config(src: &Sources<'_>, cli: &Cli, raw: RawDns) -> Result<DnsConfig, Co
         Vec::new,
     )?;
 
+    let cookie_secret = match src.scalar("dns.cookie_secret", None, &cookie_secret) {
+        Some(item) => Some(parse_cookie_secret(&item)?),
+        None => None,
+    };
+    let rrl = rrl_config(src, rrl.map(|spanned| spanned.value).unwrap_or_default())?;
+
     Ok(DnsConfig {
         zone,
         listen,
@@ -448,7 +456,92 @@ fn dns_config(src: &Sources<'_>, cli: &Cli, raw: RawDns) -> Result<DnsConfig, Co
         upstream,
         allow_recursion_from,
         reverse_zones,
+        cookie_secret,
+        rrl,
     })
+}
+
+fn rrl_config(src: &Sources<'_>, raw: RawRrl) -> Result<RrlConfig, ConfigError> {
+    let RawRrl {
+        responses_per_second,
+        slip,
+        ipv4_prefix_length,
+        ipv6_prefix_length,
+        exempt,
+    } = raw;
+    let number = |key: &str, leaf: &Leaf, range, unit, default| match src.scalar(key, None, leaf) {
+        Some(item) => integer_in(&item, range, unit),
+        None => Ok(default),
+    };
+    let prefix = |key: &str, leaf: &Leaf, max: u8, default: u8| match src.scalar(key, None, leaf) {
+        Some(item) => integer_in(&item, 0..=max, "bits"),
+        None => Ok(default),
+    };
+    Ok(RrlConfig {
+        responses_per_second: number(
+            "dns.rrl.responses_per_second",
+            &responses_per_second,
+            RRL_RATE_RANGE,
+            "responses",
+            0,
+        )?,
+        slip: number(
+            "dns.rrl.slip",
+            &slip,
+            RRL_SLIP_RANGE,
+            "responses",
+            DEFAULT_RRL_SLIP,
+        )?,
+        ipv4_prefix_length: prefix(
+            "dns.rrl.ipv4_prefix_length",
+            &ipv4_prefix_length,
+            32,
+            DEFAULT_RRL_IPV4_PREFIX_LENGTH,
+        )?,
+        ipv6_prefix_length: prefix(
+            "dns.rrl.ipv6_prefix_length",
+            &ipv6_prefix_length,
+            128,
+            DEFAULT_RRL_IPV6_PREFIX_LENGTH,
+        )?,
+        exempt: list_of(
+            src.list("dns.rrl.exempt", ("", &[]), &exempt, "CIDRs")?,
+            false,
+            "CIDR",
+            parse_cidr,
+            || cidrs(DEFAULT_RRL_EXEMPT),
+        )?,
+    })
+}
+
+/// `dns.cookie_secret`: 32 hexadecimal digits. Errors never show the value.
+fn parse_cookie_secret(item: &Item) -> Result<CookieKey, ConfigError> {
+    const WHAT: &str = "32 hexadecimal digits (a 128-bit secret; `openssl rand -hex 16` makes one)";
+    let text = match &item.value {
+        RawValue::Str(s) => s.as_str(),
+        other => {
+            return Err(item
+                .site
+                .error(format!("expected {WHAT}, found {}", other.kind())));
+        }
+    };
+    let digits: Option<Vec<u8>> = text
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .filter(|p| p.len() == 2)
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+        })
+        .collect();
+    match digits.and_then(|d| <[u8; 16]>::try_from(d).ok()) {
+        Some(key) => Ok(CookieKey(key)),
+        None => Err(item.site.error(format!(
+            "expected {WHAT}, found a string of {} characters",
+            text.chars().count()
+        ))),
+    }
 }
 
 fn http_config(src: &Sources<'_>, cli: &Cli, raw: RawHttp) -> Result<HttpConfig, ConfigError> {
@@ -555,7 +648,11 @@ fn default_socket(text: &str) -> SocketAddr {
 }
 
 fn default_allow_recursion_from() -> Vec<IpNet> {
-    DEFAULT_ALLOW_RECURSION_FROM
+    cidrs(DEFAULT_ALLOW_RECURSION_FROM)
+}
+
+fn cidrs(texts: &[&str]) -> Vec<IpNet> {
+    texts
         .iter()
         // Compile-time constants, checked by `defaults_are_valid`.
         .map(|net| net.parse().expect("default CIDRs are valid"))

@@ -51,10 +51,17 @@ pub const ETCD_RESYNCS_TOTAL: &str = "rpcdns_etcd_resyncs_total";
 /// Counter: keys that became skipped, by `reason`.
 pub const SKIPPED_KEYS_TOTAL: &str = "rpcdns_skipped_keys_total";
 
+/// Counter: queries with a DNS cookie, by `result`.
+pub const DNS_COOKIES_TOTAL: &str = "rpcdns_dns_cookies_total";
+/// Counter: UDP responses over the rate limit, by `action`.
+pub const RRL_LIMITED_TOTAL: &str = "rpcdns_rrl_limited_total";
+
 /// Every metric name, in rendering order.
-pub const ALL_NAMES: [&str; 10] = [
+pub const ALL_NAMES: [&str; 12] = [
     DNS_QUERIES_TOTAL,
     DNS_REQUEST_DURATION_SECONDS,
+    DNS_COOKIES_TOTAL,
+    RRL_LIMITED_TOTAL,
     ZONE_SERVICES,
     ZONE_INSTANCES,
     ZONE_MULTI_PORT_SERVICES,
@@ -336,6 +343,55 @@ impl Rcode {
     }
 }
 
+/// `result` label of [`DNS_COOKIES_TOTAL`]: what the query's server cookie
+/// was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieResult {
+    /// A client cookie alone.
+    ClientOnly,
+    /// A server cookie of ours, for this client, in date.
+    Valid,
+    /// Another server cookie (answered all the same).
+    Invalid,
+}
+
+impl CookieResult {
+    pub const ALL: [CookieResult; 3] = [
+        CookieResult::ClientOnly,
+        CookieResult::Valid,
+        CookieResult::Invalid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CookieResult::ClientOnly => "client_only",
+            CookieResult::Valid => "valid",
+            CookieResult::Invalid => "invalid",
+        }
+    }
+}
+
+/// `action` label of [`RRL_LIMITED_TOTAL`]: what went out instead of the
+/// limited response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RrlAction {
+    /// An empty, truncated response (TC), for the client to retry over TCP.
+    Slip,
+    /// Nothing.
+    Drop,
+}
+
+impl RrlAction {
+    pub const ALL: [RrlAction; 2] = [RrlAction::Slip, RrlAction::Drop];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RrlAction::Slip => "slip",
+            RrlAction::Drop => "drop",
+        }
+    }
+}
+
 /// `type` label of [`ETCD_EVENTS_TOTAL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -387,6 +443,8 @@ pub struct QueryShard {
     /// Per transport, non-cumulative counts per bucket, `+Inf` last.
     buckets: [[AtomicU64; BUCKET_SLOTS]; TRANSPORTS],
     sum_nanos: [AtomicU64; TRANSPORTS],
+    cookies: [AtomicU64; CookieResult::ALL.len()],
+    rrl: [AtomicU64; RrlAction::ALL.len()],
 }
 
 impl QueryShard {
@@ -397,7 +455,21 @@ impl QueryShard {
             }),
             buckets: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             sum_nanos: std::array::from_fn(|_| AtomicU64::new(0)),
+            cookies: std::array::from_fn(|_| AtomicU64::new(0)),
+            rrl: std::array::from_fn(|_| AtomicU64::new(0)),
         }
+    }
+
+    /// Counts a query with a DNS cookie.
+    #[inline]
+    pub fn cookie(&self, result: CookieResult) {
+        self.cookies[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a response the rate limit held back.
+    #[inline]
+    pub fn rrl(&self, action: RrlAction) {
+        self.rrl[action as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one response. A relaxed add on this thread's own line.
@@ -546,6 +618,18 @@ impl Metrics {
     /// summed, the other counters read, `gauges` as given.
     pub fn families(&self, gauges: &Gauges) -> Vec<MetricFamily> {
         let mut families = vec![self.queries_family(), self.durations_family()];
+        let sum = |counter: fn(&QueryShard) -> &AtomicU64| {
+            self.shards
+                .iter()
+                .map(|shard| counter(shard).load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        let cookies = [
+            sum(|s| &s.cookies[0]),
+            sum(|s| &s.cookies[1]),
+            sum(|s| &s.cookies[2]),
+        ];
+        let rrl = [sum(|s| &s.rrl[0]), sum(|s| &s.rrl[1])];
         for (spec, value) in [
             (&GAUGE_SPECS[0], gauges.zone_services as f64),
             (&GAUGE_SPECS[1], gauges.zone_instances as f64),
@@ -564,6 +648,29 @@ impl Metrics {
                 .collect();
             family(spec, metrics)
         };
+        // After the queries and their durations, in `ALL_NAMES` order.
+        families.insert(
+            2,
+            counters(
+                &DNS_COOKIES_SPEC,
+                CookieResult::ALL
+                    .iter()
+                    .zip(cookies)
+                    .map(|(r, v)| (r.as_str(), v))
+                    .collect(),
+            ),
+        );
+        families.insert(
+            3,
+            counters(
+                &RRL_LIMITED_SPEC,
+                RrlAction::ALL
+                    .iter()
+                    .zip(rrl)
+                    .map(|(a, v)| (a.as_str(), v))
+                    .collect(),
+            ),
+        );
         families.push(counters(
             &ETCD_EVENTS_SPEC,
             EventType::ALL
@@ -695,6 +802,20 @@ const DNS_DURATION_SPEC: FamilySpec = FamilySpec {
            (UDP fast path: the time of the query's receive batch).",
     labels: &["transport"],
 };
+const DNS_COOKIES_SPEC: FamilySpec = FamilySpec {
+    name: DNS_COOKIES_TOTAL,
+    kind: MetricType::COUNTER,
+    help: "Queries with a DNS cookie (RFC 7873), by what their server cookie was: none \
+           (client_only), ours (valid), or another (invalid, answered all the same).",
+    labels: &["result"],
+};
+const RRL_LIMITED_SPEC: FamilySpec = FamilySpec {
+    name: RRL_LIMITED_TOTAL,
+    kind: MetricType::COUNTER,
+    help: "UDP responses over the response rate limit, by what was sent instead: an empty \
+           truncated response (slip) or nothing (drop).",
+    labels: &["action"],
+};
 const GAUGE_SPECS: [FamilySpec; 5] = [
     FamilySpec {
         name: ZONE_SERVICES,
@@ -748,10 +869,15 @@ const SKIPPED_KEYS_SPEC: FamilySpec = FamilySpec {
 
 /// Every family [`Metrics::families`] returns, in that order.
 pub fn family_specs() -> impl Iterator<Item = &'static FamilySpec> {
-    [&DNS_QUERIES_SPEC, &DNS_DURATION_SPEC]
-        .into_iter()
-        .chain(GAUGE_SPECS.iter())
-        .chain([&ETCD_EVENTS_SPEC, &ETCD_RESYNCS_SPEC, &SKIPPED_KEYS_SPEC])
+    [
+        &DNS_QUERIES_SPEC,
+        &DNS_DURATION_SPEC,
+        &DNS_COOKIES_SPEC,
+        &RRL_LIMITED_SPEC,
+    ]
+    .into_iter()
+    .chain(GAUGE_SPECS.iter())
+    .chain([&ETCD_EVENTS_SPEC, &ETCD_RESYNCS_SPEC, &SKIPPED_KEYS_SPEC])
 }
 
 fn family(spec: &FamilySpec, metrics: Vec<Metric>) -> MetricFamily {
@@ -886,10 +1012,11 @@ mod tests {
             assert!(!family.get_metric().is_empty(), "{}: no series", spec.name);
         }
         // 8 qtypes x 8 rcodes x 2 transports, 2 x (16 buckets + +Inf + sum +
-        // count), 5 gauges, 2 + 3 + 9 counters.
+        // count), 3 cookie results and 2 RRL actions, 5 gauges, 2 + 3 + 9
+        // counters.
         let text = metrics.render(&Gauges::default());
         let series = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(series, 128 + 38 + 5 + 14);
+        assert_eq!(series, 128 + 38 + 5 + 5 + 14);
     }
 
     /// The value of the sample `series` (name and labels as rendered).

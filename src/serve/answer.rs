@@ -12,6 +12,9 @@
 //! is the header, the question as the client sent it (its letter case
 //! echoed byte for byte), and record bytes copied in rotated order.
 
+use std::net::IpAddr;
+
+use crate::serve::cookie::{self, CookieSecret, QueryCookie, ReplyCookie, Verdict};
 use crate::zone::{
     AddrOctets, Endpoint, Lookup, QNAME_OFFSET, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Service,
     WireRrs, ZoneSnapshot, address_rdata, host_wire, pointer, rrtype, write_rr,
@@ -27,7 +30,8 @@ pub const CLASSIC_UDP_PAYLOAD: u16 = 512;
 pub const MAX_MESSAGE: usize = u16::MAX as usize;
 /// Size of the DNS header.
 pub const HEADER_LEN: usize = 12;
-/// Size of our OPT record: root owner, type, class, TTL, empty RDATA.
+/// Size of an OPT record with empty RDATA: root owner, type, class, TTL,
+/// RDLENGTH.
 pub const OPT_LEN: usize = 11;
 
 /// Response codes (RFC 1035 §4.1.1, RFC 6891 §9).
@@ -51,6 +55,18 @@ pub struct EdnsQuery {
     pub payload: u16,
     /// The DO bit (RFC 3225), copied into our OPT.
     pub dnssec_ok: bool,
+    /// The first COOKIE option (RFC 7873 §5.2: the others are ignored).
+    pub cookie: Option<QueryCookie>,
+    /// The COOKIE option of the response, once [`Question::answer_cookie`]
+    /// has made it.
+    pub reply_cookie: Option<ReplyCookie>,
+}
+
+impl EdnsQuery {
+    /// The size of our OPT record in the response.
+    pub fn opt_len(&self) -> usize {
+        OPT_LEN + self.reply_cookie.map_or(0, |_| cookie::REPLY_OPTION_LEN)
+    }
 }
 
 /// One query, as the answer code needs it.
@@ -84,6 +100,16 @@ impl Question<'_> {
             ),
             None => usize::from(CLASSIC_UDP_PAYLOAD),
         }
+    }
+
+    /// Checks the query's DNS cookie, if it has one, from `client` and
+    /// makes the response's (see [`crate::serve::cookie`]); `None` when
+    /// the query has no cookie.
+    pub fn answer_cookie(&mut self, secret: &CookieSecret, client: IpAddr) -> Option<Verdict> {
+        let edns = self.edns.as_mut()?;
+        let (verdict, reply) = secret.reply(&edns.cookie?, client, cookie::now());
+        edns.reply_cookie = Some(reply);
+        Some(verdict)
     }
 }
 
@@ -127,12 +153,14 @@ pub fn parse_query(packet: &[u8]) -> Option<Question<'_>> {
         }
         let version = opt[6];
         let rdlen = usize::from(u16::from_be_bytes([opt[9], opt[10]]));
-        if version != 0 || opt.len() != OPT_LEN + rdlen || !options_well_formed(&opt[OPT_LEN..]) {
+        if version != 0 || opt.len() != OPT_LEN + rdlen {
             return None;
         }
         Some(EdnsQuery {
             payload: u16::from_be_bytes([opt[3], opt[4]]),
             dnssec_ok: opt[7] & 0x80 != 0,
+            cookie: read_options(&opt[OPT_LEN..])?,
+            reply_cookie: None,
         })
     } else {
         if !rest.is_empty() {
@@ -174,20 +202,22 @@ pub fn name_len(bytes: &[u8]) -> Option<usize> {
 }
 
 /// EDNS options are (code, length, data) triples that must fill the RDATA
-/// exactly; their content is ignored (RFC 6891 §6.1.2: unknown options
-/// MUST be ignored).
-fn options_well_formed(mut rdata: &[u8]) -> bool {
+/// exactly. The first COOKIE option is read; `None` when it is malformed
+/// (FORMERR, from the full path) or the options do not fill the RDATA.
+/// Other options are ignored (RFC 6891 §6.1.2: unknown options MUST be
+/// ignored).
+fn read_options(mut rdata: &[u8]) -> Option<Option<QueryCookie>> {
+    let mut cookie = None;
     while !rdata.is_empty() {
-        if rdata.len() < 4 {
-            return false;
+        let code = u16::from_be_bytes([*rdata.first()?, *rdata.get(1)?]);
+        let len = usize::from(u16::from_be_bytes([*rdata.get(2)?, *rdata.get(3)?]));
+        let data = rdata.get(4..4 + len)?;
+        if code == cookie::OPTION_CODE && cookie.is_none() {
+            cookie = Some(QueryCookie::parse(data)?);
         }
-        let len = usize::from(u16::from_be_bytes([rdata[2], rdata[3]]));
-        match rdata.get(4 + len..) {
-            Some(rest) => rdata = rest,
-            None => return false,
-        }
+        rdata = &rdata[4 + len..];
     }
-    true
+    Some(cookie)
 }
 
 // ---------------------------------------------------------------------------
@@ -319,7 +349,7 @@ pub fn respond(
         _ => None,
     };
     let glue_len = glue.map_or(0, WireRrs::byte_len);
-    let opt_len = if question.edns.is_some() { OPT_LEN } else { 0 };
+    let opt_len = question.edns.as_ref().map_or(0, EdnsQuery::opt_len);
     let base = HEADER_LEN + question.raw.len() + opt_len;
 
     let (mut with_answer, mut with_glue, mut truncated) = (true, true, false);
@@ -404,8 +434,8 @@ pub fn respond(
             ar = glue.count() as u16;
         }
     }
-    if let Some(edns) = question.edns {
-        write_opt(out, max_udp_payload, edns.dnssec_ok);
+    if let Some(edns) = &question.edns {
+        write_opt(out, max_udp_payload, edns);
         ar += 1;
     }
     write_header(
@@ -419,6 +449,46 @@ pub fn respond(
         [1, an, ns, ar],
     );
     Outcome::Answered { rcode, truncated }
+}
+
+/// The response rate limit's "slip" (see [`crate::serve::rrl`]): an empty
+/// response with TC set, the question and our OPT (with the client's
+/// cookie, so that its retry is not limited), for the client to ask again
+/// over TCP.
+pub fn slip(question: &Question<'_>, max_udp_payload: u16, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    out.extend_from_slice(question.raw);
+    let mut ar = 0;
+    if let Some(edns) = &question.edns {
+        write_opt(out, max_udp_payload, edns);
+        ar = 1;
+    }
+    let flags = Flags {
+        authoritative: true,
+        truncated: true,
+        rcode: rcode::NOERROR,
+    };
+    write_header(out, question, flags, [1, 0, 0, ar]);
+}
+
+/// [`slip`] for a response already written (the full path): cut to its
+/// header and question, TC set, the other sections gone.
+pub fn slip_response(response: &mut Vec<u8>) {
+    if response.len() < HEADER_LEN {
+        return;
+    }
+    let questions = u16::from_be_bytes([response[4], response[5]]);
+    let question_len = match name_len(&response[HEADER_LEN..]) {
+        Some(name) if questions == 1 && response.len() >= HEADER_LEN + name + 4 => name + 4,
+        _ => 0,
+    };
+    response.truncate(HEADER_LEN + question_len);
+    response[2] |= 0x02;
+    let counts = [u16::from(question_len > 0), 0, 0, 0];
+    for (i, count) in counts.iter().enumerate() {
+        response[4 + 2 * i..6 + 2 * i].copy_from_slice(&count.to_be_bytes());
+    }
 }
 
 /// Picks the records for `qtype` at the name `lookup` found.
@@ -563,12 +633,24 @@ fn write_soa(out: &mut Vec<u8>, apex_ptr: &[u8; 2], ttl: u32, snapshot: &ZoneSna
 }
 
 /// Our OPT record (RFC 6891 §6.1.2): version 0, our buffer size, the DO bit
-/// copied (RFC 3225 §3), no options, every other flag zero.
-fn write_opt(out: &mut Vec<u8>, max_udp_payload: u16, dnssec_ok: bool) {
+/// copied (RFC 3225 §3), every other flag zero; our COOKIE option when
+/// the query had one, no other option.
+fn write_opt(out: &mut Vec<u8>, max_udp_payload: u16, edns: &EdnsQuery) {
     out.push(0);
     out.extend_from_slice(&rrtype::OPT.to_be_bytes());
     out.extend_from_slice(&max_udp_payload.max(CLASSIC_UDP_PAYLOAD).to_be_bytes());
-    out.extend_from_slice(&[0, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+    out.extend_from_slice(&[0, 0, if edns.dnssec_ok { 0x80 } else { 0 }, 0]);
+    match &edns.reply_cookie {
+        Some(reply) => {
+            let data = reply.data();
+            // The option's length, and the option.
+            out.extend_from_slice(&((4 + data.len()) as u16).to_be_bytes());
+            out.extend_from_slice(&cookie::OPTION_CODE.to_be_bytes());
+            out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            out.extend_from_slice(data);
+        }
+        None => out.extend_from_slice(&[0, 0]),
+    }
 }
 
 /// Header flags we set.
@@ -619,6 +701,7 @@ mod tests {
     use std::sync::Arc;
 
     use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
     use hickory_proto::rr::{Name, RData, RecordType};
 
     use super::*;
@@ -1173,6 +1256,87 @@ mod tests {
         assert!(edns.flags().dnssec_ok);
         assert_eq!(edns.version(), 0);
         assert!(edns.options().as_ref().is_empty());
+    }
+
+    fn cookie_query(name: &str, cookie: &[u8]) -> Vec<u8> {
+        let mut message = Message::query();
+        message.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        e.options_mut()
+            .insert(EdnsOption::Unknown(10, cookie.to_vec()));
+        // Another option before or after the cookie changes nothing.
+        e.options_mut()
+            .insert(EdnsOption::Unknown(65001, vec![1, 2, 3]));
+        message.edns = Some(e);
+        message.to_vec().unwrap()
+    }
+
+    fn response_cookie(message: &Message) -> Option<Vec<u8>> {
+        match message.edns.as_ref()?.option(EdnsCode::Cookie)? {
+            EdnsOption::Unknown(10, data) => Some(data.clone()),
+            other => panic!("cookie option {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_client_cookie_gets_a_server_cookie_that_then_verifies() {
+        let store = zone();
+        let secret = CookieSecret::random();
+        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        let answer = |packet: &[u8], limit: usize| {
+            let mut question = parse_query(packet).expect("fast-path query");
+            let verdict = question.answer_cookie(&secret, client);
+            let mut out = Vec::new();
+            respond(&store.load(), &question, limit, 1232, &mut out);
+            (
+                verdict,
+                Message::from_vec(&out).expect("valid response"),
+                out,
+            )
+        };
+        let packet = cookie_query("sms.rpc.svc.local.", &[9, 8, 7, 6, 5, 4, 3, 2]);
+        let (verdict, first, first_wire) = answer(&packet, 1232);
+        assert_eq!(verdict, Some(Verdict::ClientOnly));
+        assert_eq!(first.answers.len(), 1);
+        let cookie = response_cookie(&first).expect("a cookie in the response");
+        assert_eq!(cookie.len(), 24);
+        assert_eq!(&cookie[..8], &[9, 8, 7, 6, 5, 4, 3, 2]);
+        assert_eq!(cookie[8], 1, "RFC 9018 version");
+        // Only the cookie goes back, not the other option.
+        assert_eq!(first.edns.as_ref().unwrap().options().as_ref().len(), 1);
+
+        // The client returns it: valid, and sent back as it is (fresh).
+        let (verdict, second, _) = answer(&cookie_query("sms.rpc.svc.local.", &cookie), 1232);
+        assert_eq!(verdict, Some(Verdict::Valid));
+        assert_eq!(response_cookie(&second), Some(cookie.clone()));
+        // From another address it is not valid, yet answered.
+        let returned = cookie_query("sms.rpc.svc.local.", &cookie);
+        let mut question = parse_query(&returned).unwrap();
+        assert_eq!(
+            question.answer_cookie(&secret, "192.0.2.8".parse().unwrap()),
+            Some(Verdict::Invalid)
+        );
+
+        // The option's 28 octets count against the limit: at one octet
+        // less than the answer needs, the answer gives way to TC.
+        let (_, cut, cut_wire) = answer(&packet, first_wire.len() - 1);
+        assert!(cut.metadata.truncation);
+        assert!(cut.answers.is_empty());
+        assert!(cut_wire.len() < first_wire.len());
+        assert_eq!(
+            response_cookie(&cut).map(|c| c[..8].to_vec()),
+            Some(cookie[..8].to_vec())
+        );
+
+        // No cookie, no option; a malformed one goes to the full path
+        // (FORMERR there).
+        let plain = query("sms.rpc.svc.local.", RecordType::A, Some(1232));
+        let mut plain = parse_query(&plain).unwrap();
+        assert_eq!(plain.answer_cookie(&secret, client), None);
+        for bad in [&[1u8; 7][..], &[1; 9], &[1; 15], &[1; 41]] {
+            assert!(parse_query(&cookie_query("sms.rpc.svc.local.", bad)).is_none());
+        }
     }
 
     #[test]

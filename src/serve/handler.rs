@@ -16,6 +16,7 @@
 use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Header, Message, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, Record, RecordType};
 // `to_bytes` on names comes from BinEncodable.
 use hickory_proto::serialize::binary::{BinDecoder, BinEncodable, BinEncoder};
@@ -26,6 +27,7 @@ use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Quer
 use tracing::{debug, warn};
 
 use crate::serve::answer::{self, CLASSIC_UDP_PAYLOAD, EdnsQuery, MAX_MESSAGE, Outcome, Question};
+use crate::serve::cookie::{self, CookieSecret, QueryCookie};
 use crate::serve::forward::{ForwardQuery, Forwarder, Transport};
 use crate::zone::ZoneStore;
 
@@ -40,6 +42,8 @@ pub struct DnsHandler {
     max_udp_payload: u16,
     /// Where names outside the zone go; `None`: REFUSED for everyone.
     forwarder: Option<Forwarder>,
+    /// The key of our DNS server cookies.
+    cookie_secret: CookieSecret,
 }
 
 /// What the full path makes of a request with one well-formed question.
@@ -56,7 +60,29 @@ impl DnsHandler {
             zone,
             max_udp_payload: max_udp_payload.max(CLASSIC_UDP_PAYLOAD),
             forwarder: None,
+            cookie_secret: CookieSecret::random(),
         }
+    }
+
+    /// Makes server cookies with `secret` (shared by replicas behind one
+    /// address) instead of a random secret of this process.
+    pub fn with_cookie_secret(mut self, secret: CookieSecret) -> Self {
+        self.cookie_secret = secret;
+        self
+    }
+
+    pub fn cookie_secret(&self) -> &CookieSecret {
+        &self.cookie_secret
+    }
+
+    /// What the DNS cookie of `request` says about its client; `None`
+    /// without a (well-formed) cookie.
+    pub fn cookie_verdict(&self, request: &Request) -> Option<cookie::Verdict> {
+        let query = query_cookie(request.edns.as_ref()?).ok()??;
+        let (verdict, _) = self
+            .cookie_secret
+            .reply(&query, request.src().ip(), cookie::now());
+        Some(verdict)
     }
 
     /// Forwards names outside the zone through `forwarder` (for the clients
@@ -87,14 +113,24 @@ impl DnsHandler {
     }
 
     /// The EDNS record of our responses: version 0, our buffer size, and
-    /// the DO bit copied from the query (RFC 3225 §3); no options and no
-    /// other flags (RFC 6891 §6.1.4: undefined flags MUST be zero).
+    /// the DO bit copied from the query (RFC 3225 §3); no other flags (RFC
+    /// 6891 §6.1.4: undefined flags MUST be zero); our COOKIE option when
+    /// the query had a well-formed one, no other option.
     fn response_edns(&self, request: &Request) -> Option<Edns> {
         let query_edns = request.edns.as_ref()?;
         let mut edns = Edns::new();
         edns.set_max_payload(self.max_udp_payload);
         edns.set_version(0);
         edns.set_dnssec_ok(query_edns.flags().dnssec_ok);
+        if let Ok(Some(query)) = query_cookie(query_edns) {
+            let (_, reply) = self
+                .cookie_secret
+                .reply(&query, request.src().ip(), cookie::now());
+            edns.options_mut().insert(EdnsOption::Unknown(
+                cookie::OPTION_CODE,
+                reply.data().to_vec(),
+            ));
+        }
         Some(edns)
     }
 
@@ -113,7 +149,16 @@ impl DnsHandler {
             return Err(ResponseCode::Refused);
         }
         let name = query.name().to_bytes().map_err(|_| ResponseCode::FormErr)?;
-        let question = Question {
+        let edns = match &request.edns {
+            Some(edns) => Some(EdnsQuery {
+                payload: edns.max_payload(),
+                dnssec_ok: edns.flags().dnssec_ok,
+                cookie: query_cookie(edns)?,
+                reply_cookie: None,
+            }),
+            None => None,
+        };
+        let mut question = Question {
             id: request.metadata.id,
             rd: request.metadata.recursion_desired,
             cd: request.metadata.checking_disabled,
@@ -121,11 +166,9 @@ impl DnsHandler {
             name: &name,
             qtype: u16::from(query.query_type()),
             qclass: u16::from(query.query_class()),
-            edns: request.edns.as_ref().map(|edns| EdnsQuery {
-                payload: edns.max_payload(),
-                dnssec_ok: edns.flags().dnssec_ok,
-            }),
+            edns,
         };
+        question.answer_cookie(&self.cookie_secret, request.src().ip());
         let limit = match request.protocol() {
             Protocol::Udp => question.udp_limit(self.max_udp_payload),
             _ => MAX_MESSAGE,
@@ -151,6 +194,13 @@ impl DnsHandler {
             // RFC 6891 §6.1.3: a version we don't implement gets BADVERS,
             // answered with version 0 (the highest we support).
             Err(ResponseCode::BADVERS)
+        } else if request
+            .edns
+            .as_ref()
+            .is_some_and(|e| query_cookie(e).is_err())
+        {
+            // RFC 7873 §5.2.2.
+            Err(ResponseCode::FormErr)
         } else {
             self.records(request)
         }
@@ -313,6 +363,18 @@ impl DnsHandler {
                 None
             }
         }
+    }
+}
+
+/// The first COOKIE option of a query (RFC 7873 §5.2); FORMERR when it is
+/// malformed (§5.2.2).
+fn query_cookie(edns: &Edns) -> Result<Option<QueryCookie>, ResponseCode> {
+    match edns.option(EdnsCode::Cookie) {
+        None => Ok(None),
+        Some(EdnsOption::Unknown(_, data)) => QueryCookie::parse(data)
+            .map(Some)
+            .ok_or(ResponseCode::FormErr),
+        Some(_) => Err(ResponseCode::FormErr),
     }
 }
 
@@ -634,6 +696,71 @@ mod tests {
 
     /// Over TCP the full path also cuts an RRset too large for any message
     /// to what fits, without TC, exactly as the fast path does.
+    fn cookie_of(message: &Message) -> Option<Vec<u8>> {
+        match message.edns.as_ref()?.option(EdnsCode::Cookie)? {
+            EdnsOption::Unknown(_, data) => Some(data.clone()),
+            _ => None,
+        }
+    }
+
+    /// DNS cookies on the full path: the same cookie as the fast path for
+    /// an answer, a cookie on errors and refusals too, FORMERR for a
+    /// malformed option.
+    #[tokio::test]
+    async fn cookies_on_the_full_path() {
+        let store = zone();
+        let handler = DnsHandler::new(store.clone(), 1232);
+        let ask = |name: &str, cookie: &[u8]| {
+            let mut query = Message::query();
+            query.metadata.id = 9;
+            query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+            let mut e = Edns::new();
+            e.set_max_payload(1232);
+            e.options_mut()
+                .insert(EdnsOption::Unknown(10, cookie.to_vec()));
+            query.edns = Some(e);
+            query.to_vec().unwrap()
+        };
+        // A first contact: both paths make a server cookie for the client.
+        let packet = ask("sms.rpc.svc.local.", &[1, 2, 3, 4, 5, 6, 7, 8]);
+        let full = full_path(&handler, &packet).await;
+        let cookie = cookie_of(&full).expect("a cookie from the full path");
+        assert_eq!(
+            (cookie.len(), &cookie[..8]),
+            (24, &[1, 2, 3, 4, 5, 6, 7, 8][..])
+        );
+        // Returned, it is valid on both paths and goes back unchanged.
+        let again = ask("sms.rpc.svc.local.", &cookie);
+        let full = full_path(&handler, &again).await;
+        let mut question = answer::parse_query(&again).unwrap();
+        let verdict = question.answer_cookie(handler.cookie_secret(), "127.0.0.1".parse().unwrap());
+        assert_eq!(verdict, Some(cookie::Verdict::Valid));
+        let mut out = Vec::new();
+        answer::respond(&store.load(), &question, 1232, 1232, &mut out);
+        let fast = Message::from_vec(&out).unwrap();
+        assert_eq!(full.edns, fast.edns);
+        assert_eq!(cookie_of(&fast), Some(cookie.clone()));
+        assert_eq!(full.answers, fast.answers);
+
+        // Refused (outside the zone): still a cookie.
+        let refused = full_path(&handler, &ask("example.com.", &cookie)).await;
+        assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+        assert_eq!(cookie_of(&refused), Some(cookie.clone()));
+
+        // Malformed (RFC 7873 §5.2.2): FORMERR, with our OPT, no cookie.
+        for bad in [&[1u8; 7][..], &[1; 12], &[1; 41]] {
+            let formerr = full_path(&handler, &ask("sms.rpc.svc.local.", bad)).await;
+            assert_eq!(
+                formerr.metadata.response_code,
+                ResponseCode::FormErr,
+                "{bad:?}"
+            );
+            assert!(formerr.answers.is_empty());
+            assert!(formerr.edns.is_some());
+            assert_eq!(cookie_of(&formerr), None);
+        }
+    }
+
     #[tokio::test]
     async fn the_full_path_cuts_a_huge_rrset_over_tcp_like_the_fast_path() {
         let pairs: Vec<(String, String)> = (0..5000u32)

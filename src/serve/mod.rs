@@ -15,7 +15,9 @@
 //!   allowed clients.
 
 pub mod answer;
+pub mod cookie;
 pub mod forward;
 pub mod handler;
+pub mod rrl;
 pub mod tcp;
 pub mod udp;

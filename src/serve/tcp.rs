@@ -156,7 +156,8 @@ impl Connection {
     /// read in full until it is in the write buffer.
     async fn answer(&self, query: &[u8], response: &mut Vec<u8>) {
         let started = Instant::now();
-        if let Some(question) = answer::parse_query(query) {
+        if let Some(mut question) = answer::parse_query(query) {
+            question.answer_cookie(self.handler.cookie_secret(), self.peer.ip());
             let snapshot = self.zone.guard();
             let outcome = answer::respond(
                 &snapshot,

@@ -31,9 +31,11 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::ops::metrics::{Metrics, QType, QueryShard, Rcode, Transport};
+use crate::ops::metrics::{CookieResult, Metrics, QType, QueryShard, Rcode, RrlAction, Transport};
 use crate::serve::answer::{self, Outcome};
+use crate::serve::cookie::Verdict;
 use crate::serve::handler::{self, DnsHandler};
+use crate::serve::rrl::{Decision, Kind, Rrl};
 use crate::zone::ZoneStore;
 
 /// Datagrams received and answered per system call.
@@ -80,12 +82,14 @@ pub struct UdpServer {
 }
 
 impl UdpServer {
-    /// Starts one thread per socket.
+    /// Starts one thread per socket; `rrl`, when given, limits the
+    /// responses (shared by every socket of every address).
     pub fn start(
         sockets: Vec<UdpSocket>,
         zone: Arc<ZoneStore>,
         handler: Arc<DnsHandler>,
         metrics: Arc<Metrics>,
+        rrl: Option<Arc<Rrl>>,
         runtime: tokio::runtime::Handle,
     ) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -98,6 +102,7 @@ impl UdpServer {
                 zone: zone.clone(),
                 handler: handler.clone(),
                 metrics: metrics.clone(),
+                rrl: rrl.clone(),
                 runtime: runtime.clone(),
                 in_flight: in_flight.clone(),
                 stop: stop.clone(),
@@ -137,9 +142,20 @@ struct Worker {
     zone: Arc<ZoneStore>,
     handler: Arc<DnsHandler>,
     metrics: Arc<Metrics>,
+    rrl: Option<Arc<Rrl>>,
     runtime: tokio::runtime::Handle,
     in_flight: TaskTracker,
     stop: Arc<AtomicBool>,
+}
+
+/// What the fast path did with a datagram.
+enum Fast {
+    /// A response is in the slot.
+    Send,
+    /// Nothing goes out (the rate limit dropped it).
+    Silent,
+    /// The full path takes it.
+    Declined,
 }
 
 /// The per-thread buffers of one batch.
@@ -191,7 +207,6 @@ impl Batch {
 impl Worker {
     fn run(self) {
         let fd = self.socket.as_raw_fd();
-        let max_udp_payload = self.handler.max_udp_payload();
         let mut batch = Batch::new();
         // Indices of the slots whose answers go out in this batch.
         let mut ready: Vec<usize> = Vec::with_capacity(BATCH);
@@ -240,31 +255,17 @@ impl Worker {
                         continue;
                     }
                     let packet = &batch.packets[i][..len];
-                    let handled = answer::parse_query(packet).is_some_and(|question| {
-                        let limit = question.udp_limit(max_udp_payload);
-                        let outcome = answer::respond(
-                            &snapshot,
-                            &question,
-                            limit,
-                            max_udp_payload,
-                            &mut batch.answers[i],
-                        );
-                        match outcome {
-                            Outcome::Answered { rcode, .. } => {
-                                counters.count(
-                                    Transport::Udp,
-                                    QType::from_wire(question.qtype),
-                                    Rcode::from_wire(u16::from(rcode)),
-                                );
-                                true
-                            }
-                            Outcome::NotHandled => false,
-                        }
-                    });
-                    if handled {
-                        ready.push(i);
-                    } else {
-                        self.full_path(packet, src, counters, started);
+                    match self.fast_path(
+                        &snapshot,
+                        packet,
+                        src,
+                        &mut batch.answers[i],
+                        counters,
+                        started,
+                    ) {
+                        Fast::Send => ready.push(i),
+                        Fast::Silent => {}
+                        Fast::Declined => self.full_path(packet, src, counters, started),
                     }
                 }
             }
@@ -272,6 +273,57 @@ impl Worker {
             counters.observe(Transport::Udp, started.elapsed(), ready.len() as u64);
         }
         debug!("udp thread stopped");
+    }
+
+    /// Answers `packet` from `src` into `out` when the fast path can, and
+    /// applies the rate limit to the answer.
+    fn fast_path(
+        &self,
+        snapshot: &crate::zone::ZoneSnapshot,
+        packet: &[u8],
+        src: SocketAddr,
+        out: &mut Vec<u8>,
+        counters: &QueryShard,
+        started: Instant,
+    ) -> Fast {
+        let Some(mut question) = answer::parse_query(packet) else {
+            return Fast::Declined;
+        };
+        let verdict = question.answer_cookie(self.handler.cookie_secret(), src.ip());
+        if let Some(verdict) = verdict {
+            counters.cookie(cookie_result(verdict));
+        }
+        let max_udp_payload = self.handler.max_udp_payload();
+        let limit = question.udp_limit(max_udp_payload);
+        let Outcome::Answered { mut rcode, .. } =
+            answer::respond(snapshot, &question, limit, max_udp_payload, out)
+        else {
+            return Fast::Declined;
+        };
+        if let Some(rrl) = self.rrl.as_deref()
+            && verdict != Some(Verdict::Valid)
+            && !rrl.exempt(src.ip())
+        {
+            let kind = Kind::of(rcode, question.name, question.qtype);
+            match rrl.check(src.ip(), kind, started) {
+                Decision::Send => {}
+                Decision::Slip => {
+                    counters.rrl(RrlAction::Slip);
+                    answer::slip(&question, max_udp_payload, out);
+                    rcode = answer::rcode::NOERROR;
+                }
+                Decision::Drop => {
+                    counters.rrl(RrlAction::Drop);
+                    return Fast::Silent;
+                }
+            }
+        }
+        counters.count(
+            Transport::Udp,
+            QType::from_wire(question.qtype),
+            Rcode::from_wire(u16::from(rcode)),
+        );
+        Fast::Send
     }
 
     /// Sends the answers of the `ready` slots with as few `sendmmsg` calls
@@ -330,7 +382,8 @@ impl Worker {
     fn full_path(&self, packet: &[u8], src: SocketAddr, counters: &QueryShard, started: Instant) {
         let mut formerr = Vec::new();
         let Some(request) = handler::full_request(packet, src, Protocol::Udp, &mut formerr) else {
-            if !formerr.is_empty() {
+            if !formerr.is_empty() && limit(self.rrl.as_deref(), counters, src, None, &mut formerr)
+            {
                 let _ = self.socket.send_to(&formerr, src);
                 counters.record_response(Transport::Udp, &formerr, started.elapsed());
             }
@@ -339,9 +392,20 @@ impl Worker {
         let handler = self.handler.clone();
         let socket = self.socket.clone();
         let metrics = self.metrics.clone();
+        let rrl = self.rrl.clone();
         let answer = async move {
-            let bytes = handler.answer_bytes(&request).await;
+            let mut bytes = handler.answer_bytes(&request).await;
             if bytes.is_empty() {
+                return;
+            }
+            let counters = metrics.queries();
+            let verdict = handler.cookie_verdict(&request);
+            if let Some(verdict) = verdict {
+                counters.cookie(cookie_result(verdict));
+            }
+            let send = verdict == Some(Verdict::Valid)
+                || limit(rrl.as_deref(), counters, src, Some(&request), &mut bytes);
+            if !send {
                 return;
             }
             if let Err(error) = socket.send_to(&bytes, src) {
@@ -353,6 +417,49 @@ impl Worker {
                 .record_response(Transport::Udp, &bytes, started.elapsed());
         };
         self.in_flight.spawn_on(answer, &self.runtime);
+    }
+}
+
+/// The response rate limit on the full path: whether `response` (to
+/// `request`, when hickory could parse it) goes out, cut to a slip when
+/// the limit says so.
+fn limit(
+    rrl: Option<&Rrl>,
+    counters: &QueryShard,
+    src: SocketAddr,
+    request: Option<&hickory_server::server::Request>,
+    response: &mut Vec<u8>,
+) -> bool {
+    let Some(rrl) = rrl.filter(|rrl| !rrl.exempt(src.ip())) else {
+        return true;
+    };
+    let rcode = response.get(3).map_or(0, |flags| flags & 0x0F);
+    let question = request.and_then(|r| r.queries.queries().first());
+    let name = question
+        .and_then(|q| hickory_proto::serialize::binary::BinEncodable::to_bytes(q.name()).ok());
+    let kind = match (&name, question) {
+        (Some(name), Some(q)) => Kind::of(rcode, name, u16::from(q.query_type())),
+        _ => Kind::Error,
+    };
+    match rrl.check(src.ip(), kind, Instant::now()) {
+        Decision::Send => true,
+        Decision::Slip => {
+            counters.rrl(RrlAction::Slip);
+            answer::slip_response(response);
+            true
+        }
+        Decision::Drop => {
+            counters.rrl(RrlAction::Drop);
+            false
+        }
+    }
+}
+
+fn cookie_result(verdict: Verdict) -> CookieResult {
+    match verdict {
+        Verdict::ClientOnly => CookieResult::ClientOnly,
+        Verdict::Valid => CookieResult::Valid,
+        Verdict::Invalid => CookieResult::Invalid,
     }
 }
 

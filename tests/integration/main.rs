@@ -13,6 +13,7 @@ mod faults;
 mod forward;
 mod fuzz_corpus;
 mod grpc;
+mod hardening;
 mod harness;
 mod hostile;
 mod layout;
