@@ -95,6 +95,19 @@ def request_path():
                  opt()[:-2] + b"\x00\x05", opt()[:8]]:
         write("request_path", query(sms, "A", edns=edns))
         write("request_path", query("example.com", "A", edns=edns))
+    # DNS cookies (RFC 7873): every length around the valid ones (8,
+    # 16..=40), a server cookie of ours in shape (version 1), two cookie
+    # options (only the first counts), a cookie after another option.
+    for length in [0, 7, 8, 9, 15, 16, 24, 40, 41]:
+        option = struct.pack(">HH", 10, length) + bytes(range(1, length + 1))
+        write("request_path", query(sms, "A", edns=opt(options=option)))
+        write("request_path", query("nope.svc.local", "A", edns=opt(options=option)))
+    ours = struct.pack(">HH", 10, 24) + b"\x01" * 8 + b"\x01\x00\x00\x00" + b"\x6b\x15\xde\x42" + b"\x00" * 8
+    short = struct.pack(">HH", 10, 9) + b"\x02" * 9
+    for options in [ours, cookie + short, short + cookie, ecs + cookie, cookie + cookie]:
+        write("request_path", query(sms, "A", edns=opt(options=options)))
+        write("request_path", query("example.com", "A", edns=opt(options=options)))
+    write("request_path", query("big.rpc.svc.local", "SRV", edns=opt(512, options=ours)))
     # Two OPTs, OPT not at the root, OPT with TTL flags.
     write("request_path", query(sms, "A", edns=opt() + opt(), counts=(1, 0, 0, 2)))
     write("request_path", query(sms, "A", edns=b"\x03sms\x00" + opt()[1:]))

@@ -541,8 +541,10 @@ pub fn check_response(
         }
     }
 
-    // EDNS: an OPT in the query gets ours back (version 0, our size, no
-    // options); none gets none. A header-only FORMERR has neither.
+    // EDNS: an OPT in the query gets ours back (version 0, our size, and
+    // no option but our COOKIE, for a query with a well-formed one, its
+    // client cookie echoed); none gets none. A header-only FORMERR has
+    // neither.
     let query_edns = match (&fast, &request) {
         (Some(question), _) => question.edns.is_some(),
         (None, Some(request)) => request.edns.is_some(),
@@ -564,16 +566,64 @@ pub fn check_response(
                 Transport::Udp { max_udp_payload } => max_udp_payload,
                 Transport::Tcp => MAX_UDP_PAYLOADS[1],
             };
-            if edns.version() != 0
-                || edns.max_payload() != expect
-                || !edns.options().as_ref().is_empty()
-            {
+            // The first COOKIE option of the query, when well-formed.
+            let query_cookie = match (&fast, &request) {
+                (Some(question), _) => question
+                    .edns
+                    .and_then(|e| e.cookie)
+                    .map(|_| first_cookie(packet)),
+                (None, Some(request)) => request
+                    .edns
+                    .as_ref()
+                    .and_then(|e| e.option(EdnsCode::Cookie))
+                    .and_then(|option| match option {
+                        EdnsOption::Unknown(_, data) => Some(data.clone()),
+                        _ => None,
+                    }),
+                (None, None) => None,
+            }
+            .filter(|data| data.len() == 8 || (16..=40).contains(&data.len()));
+            let options = edns.options();
+            let cookie_ok = match (&query_cookie, options.get(EdnsCode::Cookie)) {
+                (None, None) => options.as_ref().is_empty(),
+                (Some(query), Some(EdnsOption::Unknown(_, reply))) => {
+                    options.as_ref().len() == 1
+                        && reply.len() == 24
+                        && query.get(..8) == reply.get(..8)
+                }
+                // A FORMERR for a malformed cookie carries none.
+                (None, Some(_)) | (Some(_), _) => false,
+            };
+            if edns.version() != 0 || edns.max_payload() != expect || !cookie_ok {
                 return Err(format!("{path:?}: our OPT is {edns:?}"));
             }
         }
         (None, _) => {}
     }
     Ok(())
+}
+
+/// The data of the first COOKIE option in the OPT record that ends a query
+/// the fast parser took (empty when there is none).
+fn first_cookie(packet: &[u8]) -> Vec<u8> {
+    let Some(name) = answer::name_len(packet.get(HEADER_LEN..).unwrap_or_default()) else {
+        return Vec::new();
+    };
+    let mut rdata = packet
+        .get(HEADER_LEN + name + 4 + answer::OPT_LEN..)
+        .unwrap_or_default();
+    while rdata.len() >= 4 {
+        let code = u16::from_be_bytes([rdata[0], rdata[1]]);
+        let len = usize::from(u16::from_be_bytes([rdata[2], rdata[3]]));
+        let Some(data) = rdata.get(4..4 + len) else {
+            break;
+        };
+        if code == 10 {
+            return data.to_vec();
+        }
+        rdata = &rdata[4 + len..];
+    }
+    Vec::new()
 }
 
 // ===== Registration parsing =================================================

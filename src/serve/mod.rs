@@ -13,6 +13,8 @@
 //!   the fast parser does not take (and everything over TCP it cannot).
 //! - [`forward`]: names outside the zone to the upstream resolvers, for
 //!   allowed clients.
+//! - [`cookie`]: DNS cookies (RFC 7873), with RFC 9018 server cookies.
+//! - [`rrl`]: response rate limiting over UDP.
 
 pub mod answer;
 pub mod cookie;
