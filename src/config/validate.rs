@@ -210,22 +210,16 @@ pub(super) fn build(text: Option<(&str, &str)>, cli: &Cli) -> Result<Config, Con
     })
 }
 
-fn etcd_config(src: &Sources<'_>, cli: &Cli, raw: RawEtcd) -> Result<EtcdConfig, ConfigError> {
-    let RawEtcd {
-        endpoints,
-        prefix,
-        patterns,
-        username,
-        password,
-        tls,
-        dial_timeout,
-    } = raw;
+// Each section's function reads every field of its raw section: a field
+// left unread is a dead-code warning, so a key cannot be parsed and then
+// ignored.
 
+fn etcd_config(src: &Sources<'_>, cli: &Cli, raw: RawEtcd) -> Result<EtcdConfig, ConfigError> {
     let endpoints = list_of(
         src.list(
             "etcd.endpoints",
             ("--etcd", &cli.etcd),
-            &endpoints,
+            &raw.endpoints,
             "HOST:PORT endpoints",
         )?,
         true,
@@ -234,7 +228,7 @@ fn etcd_config(src: &Sources<'_>, cli: &Cli, raw: RawEtcd) -> Result<EtcdConfig,
         || vec![DEFAULT_ETCD.to_owned()],
     )?;
 
-    let prefix = match src.scalar("etcd.prefix", None, &prefix) {
+    let prefix = match src.scalar("etcd.prefix", None, &raw.prefix) {
         Some(item) => item.string("a string")?.to_owned(),
         None => String::new(),
     };
@@ -243,7 +237,7 @@ fn etcd_config(src: &Sources<'_>, cli: &Cli, raw: RawEtcd) -> Result<EtcdConfig,
         src.list(
             "etcd.patterns",
             ("--pattern", &cli.pattern),
-            &patterns,
+            &raw.patterns,
             "glob patterns",
         )?,
         true,
@@ -252,8 +246,8 @@ fn etcd_config(src: &Sources<'_>, cli: &Cli, raw: RawEtcd) -> Result<EtcdConfig,
         || vec![DEFAULT_PATTERN.to_owned()],
     )?;
 
-    let username_item = src.scalar("etcd.username", None, &username);
-    let password_item = src.scalar("etcd.password", None, &password);
+    let username_item = src.scalar("etcd.username", None, &raw.username);
+    let password_item = src.scalar("etcd.password", None, &raw.password);
     let username = match &username_item {
         Some(item) => Some(non_empty_string(item)?.to_owned()),
         None => None,
@@ -292,7 +286,7 @@ fn etcd_config(src: &Sources<'_>, cli: &Cli, raw: RawEtcd) -> Result<EtcdConfig,
         _ => {}
     }
 
-    let tls = match tls {
+    let tls = match raw.tls {
         None => None,
         Some(spanned) => Some(tls_config(
             src,
@@ -301,7 +295,7 @@ fn etcd_config(src: &Sources<'_>, cli: &Cli, raw: RawEtcd) -> Result<EtcdConfig,
         )?),
     };
 
-    let dial_timeout = match src.scalar("etcd.dial_timeout", None, &dial_timeout) {
+    let dial_timeout = match src.scalar("etcd.dial_timeout", None, &raw.dial_timeout) {
         Some(item) => parse_dial_timeout(&item)?,
         None => DEFAULT_DIAL_TIMEOUT,
     };
@@ -342,23 +336,10 @@ fn tls_config(src: &Sources<'_>, raw: RawTls, site: Site) -> Result<TlsConfig, C
 }
 
 fn dns_config(src: &Sources<'_>, cli: &Cli, raw: RawDns) -> Result<DnsConfig, ConfigError> {
-    let RawDns {
-        zone,
-        listen,
-        ttl,
-        negative_ttl,
-        max_udp_payload,
-        upstream,
-        allow_recursion_from,
-        reverse_zones,
-        cookie_secret,
-        rrl,
-    } = raw;
-
     let zone = match src.scalar(
         "dns.zone",
         cli.zone.as_deref().map(|z| ("--zone", z)),
-        &zone,
+        &raw.zone,
     ) {
         Some(item) => {
             let text = item.string("a DNS name")?;
@@ -370,7 +351,7 @@ fn dns_config(src: &Sources<'_>, cli: &Cli, raw: RawDns) -> Result<DnsConfig, Co
     let listen_site_and_items = src.list(
         "dns.listen",
         ("--dns-listen", &cli.dns_listen),
-        &listen,
+        &raw.listen,
         "ADDR:PORT addresses",
     )?;
     let listen = match listen_site_and_items {
@@ -393,15 +374,19 @@ fn dns_config(src: &Sources<'_>, cli: &Cli, raw: RawDns) -> Result<DnsConfig, Co
         }
     };
 
-    let ttl = match src.scalar("dns.ttl", cli.ttl.as_deref().map(|t| ("--ttl", t)), &ttl) {
+    let ttl = match src.scalar(
+        "dns.ttl",
+        cli.ttl.as_deref().map(|t| ("--ttl", t)),
+        &raw.ttl,
+    ) {
         Some(item) => parse_ttl(&item)?,
         None => DEFAULT_TTL,
     };
-    let negative_ttl = match src.scalar("dns.negative_ttl", None, &negative_ttl) {
+    let negative_ttl = match src.scalar("dns.negative_ttl", None, &raw.negative_ttl) {
         Some(item) => parse_ttl(&item)?,
         None => DEFAULT_NEGATIVE_TTL,
     };
-    let max_udp_payload = match src.scalar("dns.max_udp_payload", None, &max_udp_payload) {
+    let max_udp_payload = match src.scalar("dns.max_udp_payload", None, &raw.max_udp_payload) {
         Some(item) => parse_max_udp_payload(&item)?,
         None => DEFAULT_MAX_UDP_PAYLOAD,
     };
@@ -410,7 +395,7 @@ fn dns_config(src: &Sources<'_>, cli: &Cli, raw: RawDns) -> Result<DnsConfig, Co
         src.list(
             "dns.upstream",
             ("--upstream", &cli.upstream),
-            &upstream,
+            &raw.upstream,
             "ADDR[:PORT] resolvers",
         )?,
         false,
@@ -424,7 +409,7 @@ fn dns_config(src: &Sources<'_>, cli: &Cli, raw: RawDns) -> Result<DnsConfig, Co
             "dns.allow_recursion_from",
             // SPEC §6 gives this key no flag: no values from the command line.
             ("", &[]),
-            &allow_recursion_from,
+            &raw.allow_recursion_from,
             "CIDRs",
         )?,
         false,
@@ -434,18 +419,21 @@ fn dns_config(src: &Sources<'_>, cli: &Cli, raw: RawDns) -> Result<DnsConfig, Co
     )?;
 
     let reverse_zones = list_of(
-        src.list("dns.reverse_zones", ("", &[]), &reverse_zones, "CIDRs")?,
+        src.list("dns.reverse_zones", ("", &[]), &raw.reverse_zones, "CIDRs")?,
         false,
         "CIDR",
         parse_reverse_zone,
         Vec::new,
     )?;
 
-    let cookie_secret = match src.scalar("dns.cookie_secret", None, &cookie_secret) {
+    let cookie_secret = match src.scalar("dns.cookie_secret", None, &raw.cookie_secret) {
         Some(item) => Some(parse_cookie_secret(&item)?),
         None => None,
     };
-    let rrl = rrl_config(src, rrl.map(|spanned| spanned.value).unwrap_or_default())?;
+    let rrl = rrl_config(
+        src,
+        raw.rrl.map(|spanned| spanned.value).unwrap_or_default(),
+    )?;
 
     Ok(DnsConfig {
         zone,
@@ -462,13 +450,6 @@ fn dns_config(src: &Sources<'_>, cli: &Cli, raw: RawDns) -> Result<DnsConfig, Co
 }
 
 fn rrl_config(src: &Sources<'_>, raw: RawRrl) -> Result<RrlConfig, ConfigError> {
-    let RawRrl {
-        responses_per_second,
-        slip,
-        ipv4_prefix_length,
-        ipv6_prefix_length,
-        exempt,
-    } = raw;
     let number = |key: &str, leaf: &Leaf, range, unit, default| match src.scalar(key, None, leaf) {
         Some(item) => integer_in(&item, range, unit),
         None => Ok(default),
@@ -480,32 +461,32 @@ fn rrl_config(src: &Sources<'_>, raw: RawRrl) -> Result<RrlConfig, ConfigError> 
     Ok(RrlConfig {
         responses_per_second: number(
             "dns.rrl.responses_per_second",
-            &responses_per_second,
+            &raw.responses_per_second,
             RRL_RATE_RANGE,
             "responses",
             0,
         )?,
         slip: number(
             "dns.rrl.slip",
-            &slip,
+            &raw.slip,
             RRL_SLIP_RANGE,
             "responses",
             DEFAULT_RRL_SLIP,
         )?,
         ipv4_prefix_length: prefix(
             "dns.rrl.ipv4_prefix_length",
-            &ipv4_prefix_length,
+            &raw.ipv4_prefix_length,
             32,
             DEFAULT_RRL_IPV4_PREFIX_LENGTH,
         )?,
         ipv6_prefix_length: prefix(
             "dns.rrl.ipv6_prefix_length",
-            &ipv6_prefix_length,
+            &raw.ipv6_prefix_length,
             128,
             DEFAULT_RRL_IPV6_PREFIX_LENGTH,
         )?,
         exempt: list_of(
-            src.list("dns.rrl.exempt", ("", &[]), &exempt, "CIDRs")?,
+            src.list("dns.rrl.exempt", ("", &[]), &raw.exempt, "CIDRs")?,
             false,
             "CIDR",
             parse_cidr,
