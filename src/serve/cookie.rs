@@ -18,6 +18,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::ops::metrics::CookieResult;
+
 /// The EDNS option code of COOKIE.
 pub const OPTION_CODE: u16 = 10;
 const CLIENT_LEN: usize = 8;
@@ -81,6 +83,17 @@ pub enum Verdict {
     /// A server cookie that is not ours, not for this address, or out of
     /// date. Answered as [`Verdict::ClientOnly`] is.
     Invalid,
+}
+
+impl Verdict {
+    /// The `result` label it is counted under.
+    pub fn label(self) -> CookieResult {
+        match self {
+            Verdict::ClientOnly => CookieResult::ClientOnly,
+            Verdict::Valid => CookieResult::Valid,
+            Verdict::Invalid => CookieResult::Invalid,
+        }
+    }
 }
 
 /// The COOKIE option's data in our response: the client cookie echoed and

@@ -157,7 +157,7 @@ impl Connection {
     async fn answer(&self, query: &[u8], response: &mut Vec<u8>) {
         let started = Instant::now();
         if let Some(mut question) = answer::parse_query(query) {
-            question.answer_cookie(self.handler.cookie_secret(), self.peer.ip());
+            let verdict = question.answer_cookie(self.handler.cookie_secret(), self.peer.ip());
             let snapshot = self.zone.guard();
             let outcome = answer::respond(
                 &snapshot,
@@ -168,6 +168,9 @@ impl Connection {
             );
             if let Outcome::Answered { rcode, .. } = outcome {
                 let counters = self.metrics.queries();
+                if let Some(verdict) = verdict {
+                    counters.cookie(verdict.label());
+                }
                 counters.count(
                     Transport::Tcp,
                     QType::from_wire(question.qtype),
@@ -189,9 +192,11 @@ impl Connection {
         };
         *response = self.handler.answer_bytes(&request).await;
         if !response.is_empty() {
-            self.metrics
-                .queries()
-                .record_response(Transport::Tcp, response, started.elapsed());
+            let counters = self.metrics.queries();
+            if let Some(verdict) = self.handler.cookie_verdict(&request) {
+                counters.cookie(verdict.label());
+            }
+            counters.record_response(Transport::Tcp, response, started.elapsed());
         }
     }
 }

@@ -31,7 +31,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::ops::metrics::{CookieResult, Metrics, QType, QueryShard, Rcode, RrlAction, Transport};
+use crate::ops::metrics::{Metrics, QType, QueryShard, Rcode, RrlAction, Transport};
 use crate::serve::answer::{self, Outcome};
 use crate::serve::cookie::Verdict;
 use crate::serve::handler::{self, DnsHandler};
@@ -290,9 +290,6 @@ impl Worker {
             return Fast::Declined;
         };
         let verdict = question.answer_cookie(self.handler.cookie_secret(), src.ip());
-        if let Some(verdict) = verdict {
-            counters.cookie(cookie_result(verdict));
-        }
         let max_udp_payload = self.handler.max_udp_payload();
         let limit = question.udp_limit(max_udp_payload);
         let Outcome::Answered { mut rcode, .. } =
@@ -300,6 +297,10 @@ impl Worker {
         else {
             return Fast::Declined;
         };
+        // Counted here, once the full path cannot count it too.
+        if let Some(verdict) = verdict {
+            counters.cookie(verdict.label());
+        }
         if let Some(rrl) = self.rrl.as_deref()
             && verdict != Some(Verdict::Valid)
             && !rrl.exempt(src.ip())
@@ -401,7 +402,7 @@ impl Worker {
             let counters = metrics.queries();
             let verdict = handler.cookie_verdict(&request);
             if let Some(verdict) = verdict {
-                counters.cookie(cookie_result(verdict));
+                counters.cookie(verdict.label());
             }
             let send = verdict == Some(Verdict::Valid)
                 || limit(rrl.as_deref(), counters, src, Some(&request), &mut bytes);
@@ -452,14 +453,6 @@ fn limit(
             counters.rrl(RrlAction::Drop);
             false
         }
-    }
-}
-
-fn cookie_result(verdict: Verdict) -> CookieResult {
-    match verdict {
-        Verdict::ClientOnly => CookieResult::ClientOnly,
-        Verdict::Valid => CookieResult::Valid,
-        Verdict::Invalid => CookieResult::Invalid,
     }
 }
 

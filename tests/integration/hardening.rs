@@ -281,6 +281,11 @@ async fn cookies_with_a_shared_secret_are_valid_at_every_replica() {
     assert_eq!(valid(&one), 1);
     assert_eq!(ask(&two, &issued), issued);
     assert_eq!(valid(&two), 1);
+    // Over TCP alike.
+    let query = with_cookie(build_query(SMS, RecordType::A, Some(1232)), &issued);
+    let over_tcp = try_exchange_tcp(two.dns_addr, &query).unwrap();
+    assert_eq!(cookie_of(&over_tcp), Some(issued.clone()));
+    assert_eq!(valid(&two), 2);
     // A replica with its own random secret: not its cookie; a new one.
     let other = ask(&alone, &issued);
     assert_eq!(&other[..8], &issued[..8]);
