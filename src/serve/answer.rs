@@ -1340,6 +1340,50 @@ mod tests {
     }
 
     #[test]
+    fn slips_are_empty_truncated_responses_with_the_question() {
+        let store = zone();
+        let packet = cookie_query("SMS.rpc.svc.local.", &[5; 8]);
+        let mut question = parse_query(&packet).unwrap();
+        question.answer_cookie(&CookieSecret::random(), "192.0.2.1".parse().unwrap());
+        let mut out = Vec::new();
+        slip(&question, 1232, &mut out);
+        let slipped = Message::from_vec(&out).unwrap();
+        assert!(slipped.metadata.truncation);
+        assert_eq!(slipped.metadata.response_code, ResponseCode::NoError);
+        assert!(slipped.answers.is_empty() && slipped.authorities.is_empty());
+        assert_eq!(
+            &out[HEADER_LEN..HEADER_LEN + question.raw.len()],
+            question.raw
+        );
+        assert_eq!(
+            response_cookie(&slipped).map(|c| c[..8].to_vec()),
+            Some(vec![5; 8])
+        );
+
+        // The full path's: a response cut to its header and question.
+        let (_, _, mut full) = ask(
+            &store,
+            &query("sms.rpc.svc.local.", RecordType::SRV, Some(1232)),
+            None,
+        );
+        let question_end = HEADER_LEN + name_len(&full[HEADER_LEN..]).unwrap() + 4;
+        slip_response(&mut full);
+        assert_eq!(full.len(), question_end);
+        let cut = Message::from_vec(&full).unwrap();
+        assert!(cut.metadata.truncation && cut.metadata.authoritative);
+        assert_eq!(
+            (cut.queries.len(), cut.answers.len(), cut.additionals.len()),
+            (1, 0, 0)
+        );
+        assert!(cut.edns.is_none());
+        // A header-only response stays a header.
+        let mut header = vec![0x12, 0x34, 0x81, 0x01, 0, 0, 0, 0, 0, 0, 0, 0];
+        slip_response(&mut header);
+        assert_eq!(header.len(), HEADER_LEN);
+        assert_eq!(header[2] & 0x02, 0x02);
+    }
+
+    #[test]
     fn the_question_is_echoed_byte_for_byte() {
         let store = zone();
         let packet = query("SmS.RpC.SvC.LoCaL.", RecordType::A, None);
