@@ -68,6 +68,8 @@ fn registration(s: u64, k: u64, port: u16) -> Registration {
             addr: IpAddr::V4(Ipv4Addr::from(0x7f00_0000 | (n + 0x1_0000))),
             port,
         },
+        priority: rpcdns::zone::SRV_PRIORITY,
+        weight: rpcdns::zone::SRV_WEIGHT,
     }
 }
 

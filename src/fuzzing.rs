@@ -34,7 +34,8 @@ use crate::zone::names::{
     self, HASHED_LABEL_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_SERVICE_NAME_LEN, Patterns,
 };
 use crate::zone::{
-    Endpoint, Registration, ReverseZone, ZoneParams, ZoneStore, ZoneWriter, host_wire,
+    Endpoint, Registration, ReverseZone, SRV_PRIORITY, SRV_WEIGHT, ZoneParams, ZoneStore,
+    ZoneWriter, host_wire,
 };
 
 // ===== The request path =====================================================
@@ -728,7 +729,13 @@ fn check_registration(
         service,
         instance_id,
         endpoint,
+        priority,
+        weight,
     } = registration;
+    // go-zero carries no priority or weight: the SPEC's.
+    if (*priority, *weight) != (SRV_PRIORITY, SRV_WEIGHT) {
+        return Err(format!("priority {priority}, weight {weight}"));
+    }
     // Service and id are the key's two parts.
     if service.as_bytes() != service_part.to_ascii_lowercase().as_slice() {
         return Err(format!("service {service:?} from key {key:?}"));

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::ops::metrics::SkipReason;
 use crate::zone::names::{MAX_LABEL_LEN, MAX_NAME_LEN, Patterns, is_valid_service_key};
-use crate::zone::{Endpoint, Registration};
+use crate::zone::{Endpoint, Registration, SRV_PRIORITY, SRV_WEIGHT};
 
 // ===== Limits ===============================================================
 
@@ -66,6 +66,9 @@ pub fn classify(key: &[u8], value: &[u8], patterns: &Patterns, zone: &str) -> Cl
             service,
             instance_id,
             endpoint,
+            // go-zero publishes neither.
+            priority: SRV_PRIORITY,
+            weight: SRV_WEIGHT,
         }),
         Err(reason) => Classified::Skipped(reason),
     }
@@ -278,6 +281,8 @@ mod tests {
                 service: "sms.rpc".to_owned(),
                 instance_id: "7587869364815473158".to_owned(),
                 endpoint: ip("10.0.0.5", 8001),
+                priority: 0,
+                weight: 10,
             }
         );
         assert_eq!(r.endpoint.port(), 8001);

@@ -87,9 +87,14 @@ impl Endpoint {
 pub struct Registration {
     /// Service key, lower-cased and validated (e.g. `sms.rpc`).
     pub service: String,
-    /// Instance id as it appears in the key (not lower-cased).
+    /// Instance id as the source gives it (not lower-cased): the part of
+    /// a go-zero key after its first `/`.
     pub instance_id: String,
     pub endpoint: Endpoint,
+    /// SRV priority and weight of the instance: [`SRV_PRIORITY`] and
+    /// [`SRV_WEIGHT`] unless its source says otherwise.
+    pub priority: u16,
+    pub weight: u16,
 }
 
 // ---------------------------------------------------------------------------
@@ -266,6 +271,8 @@ pub(crate) mod testing {
             service: service.to_owned(),
             instance_id: id.to_owned(),
             endpoint,
+            priority: SRV_PRIORITY,
+            weight: SRV_WEIGHT,
         }
     }
 }
@@ -290,6 +297,64 @@ mod tests {
 
     fn name(text: &str) -> Name {
         Name::from_ascii(text).unwrap()
+    }
+
+    /// The writer knows each key's service itself: any key shape can be
+    /// removed, a key can move to another service, and each instance's
+    /// SRV record carries its own priority and weight.
+    #[test]
+    fn keys_of_any_shape_weights_and_moves() {
+        let store = store();
+        let mut writer = ZoneWriter::new(store.clone());
+        let key = b"/microservices/hello/a1b2";
+        let mut weighted = reg("hello", "a1b2", "10.0.0.7:9000");
+        (weighted.priority, weighted.weight) = (3, 70);
+        writer.upsert(key, weighted);
+        writer.upsert(b"sms.rpc/1", reg("sms.rpc", "1", "10.0.0.5:8001"));
+        writer.publish();
+        let snap = store.load();
+        let Some(Lookup::Service(hello)) = snap.lookup(&name("hello.svc.local.")) else {
+            panic!("hello not found");
+        };
+        let srv = hello.srv().bytes();
+        // Owner pointer, type, class, TTL, RDLENGTH, then the RDATA.
+        assert_eq!(&srv[12..16], &[0, 3, 0, 70], "priority 3, weight 70");
+        let Some(Lookup::Instance(_, instance)) = snap.lookup(&name("a1b2.hello.svc.local."))
+        else {
+            panic!("instance name not found");
+        };
+        assert_eq!(
+            (instance.id(), instance.priority(), instance.weight()),
+            ("a1b2", 3, 70)
+        );
+
+        // The same key, now in another service: it leaves the first.
+        assert_eq!(
+            writer.upsert(key, reg("sms.rpc", "a1b2", "10.0.0.7:8001")),
+            ServiceChange::Updated("sms.rpc".to_owned())
+        );
+        writer.publish();
+        let snap = store.load();
+        assert!(matches!(
+            snap.lookup(&name("hello.svc.local.")),
+            Some(Lookup::NxDomain)
+        ));
+        let Some(Lookup::Service(sms)) = snap.lookup(&name("sms.rpc.svc.local.")) else {
+            panic!("sms not found");
+        };
+        assert_eq!(sms.srv().count(), 2);
+        // Removed by its key alone.
+        assert_eq!(
+            writer.remove(key),
+            ServiceChange::Updated("sms.rpc".to_owned())
+        );
+        assert_eq!(writer.remove(key), ServiceChange::Unchanged);
+        writer.publish();
+        let snap = store.load();
+        let Some(Lookup::Service(sms)) = snap.lookup(&name("sms.rpc.svc.local.")) else {
+            panic!("sms not found");
+        };
+        assert_eq!(sms.srv().count(), 1);
     }
 
     #[test]

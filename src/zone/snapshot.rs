@@ -26,7 +26,12 @@ use super::{Endpoint, GRPC_TCP_PREFIX, ZoneParams};
 pub struct Instance {
     /// The whole etcd key (`sms.rpc/7587869364815473158`).
     pub(super) key: Box<[u8]>,
+    /// The instance id its source gave (for go-zero, the key after its
+    /// first `/`).
+    pub(super) id: Box<str>,
     pub(super) endpoint: Endpoint,
+    pub(super) priority: u16,
+    pub(super) weight: u16,
 }
 
 impl Instance {
@@ -34,12 +39,17 @@ impl Instance {
         &self.endpoint
     }
 
-    /// The instance id: the key after its first `/`.
-    pub fn id(&self) -> String {
-        let key = String::from_utf8_lossy(&self.key);
-        key.split_once('/')
-            .map(|(_, id)| id.to_owned())
-            .unwrap_or_default()
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// SRV priority and weight.
+    pub fn priority(&self) -> u16 {
+        self.priority
+    }
+
+    pub fn weight(&self) -> u16 {
+        self.weight
     }
 }
 
@@ -476,6 +486,8 @@ impl ZoneSnapshot {
                             "address": address,
                             "host": host,
                             "port": port,
+                            "priority": instance.priority,
+                            "weight": instance.weight,
                         })
                     })
                     .collect();

@@ -12,7 +12,7 @@ use super::wire::{
     GRPC_SERVICE_OFFSET, QNAME_OFFSET, WireBuilder, WireRrs, address_rdata, host_wire, label_wire,
     pointer, rrtype,
 };
-use super::{Endpoint, Registration, SRV_PRIORITY, SRV_WEIGHT};
+use super::{Endpoint, Registration};
 
 // ---------------------------------------------------------------------------
 // Writer
@@ -42,8 +42,11 @@ pub enum PortsChange {
 pub struct ZoneWriter {
     store: Arc<ZoneStore>,
     origin_text: String,
-    /// Service key → its instances' endpoints, by etcd key.
-    services: HashMap<String, BTreeMap<Box<[u8]>, Endpoint>>,
+    /// Service key → its instances, by etcd key.
+    services: HashMap<String, BTreeMap<Box<[u8]>, Member>>,
+    /// Etcd key → the service its registration is in: how a deleted key
+    /// finds its service, whatever the format of the key.
+    keys: HashMap<Box<[u8]>, String>,
     /// Services touched since the last publish.
     dirty: HashSet<String>,
     /// Services last reported on several ports ([`PortsChange`]); kept
@@ -65,6 +68,7 @@ impl ZoneWriter {
             origin_text: store.params().origin_text(),
             store,
             services: HashMap::new(),
+            keys: HashMap::new(),
             dirty: HashSet::new(),
             several_ports: HashSet::new(),
             ptr_names: HashMap::new(),
@@ -75,11 +79,27 @@ impl ZoneWriter {
     /// Adds or replaces the instance registered under `key`.
     pub fn upsert(&mut self, key: &[u8], registration: Registration) -> ServiceChange {
         let Registration {
-            service, endpoint, ..
+            service,
+            instance_id,
+            endpoint,
+            priority,
+            weight,
         } = registration;
+        // A key whose registration moved to another service leaves the
+        // old one.
+        if self.keys.get(key).is_some_and(|old| *old != service) {
+            self.remove(key);
+        }
+        self.keys.insert(key.into(), service.clone());
+        let member = Member {
+            id: instance_id.into_boxed_str(),
+            endpoint,
+            priority,
+            weight,
+        };
         let instances = self.services.entry(service.clone()).or_default();
         let was_empty = instances.is_empty();
-        let previous = instances.insert(key.into(), endpoint);
+        let previous = instances.insert(key.into(), member);
         if was_empty {
             self.dirty.insert(service.clone());
             ServiceChange::Appeared(service)
@@ -92,18 +112,11 @@ impl ZoneWriter {
         }
     }
 
-    /// Removes the instance registered under `key`, if any. The service
-    /// is the part of the key before its first `/`, lower-cased, as
-    /// registration parsing makes it.
+    /// Removes the instance registered under `key`, if any.
     pub fn remove(&mut self, key: &[u8]) -> ServiceChange {
-        let service_part = match key.iter().position(|&b| b == b'/') {
-            Some(slash) => &key[..slash],
-            None => key,
-        };
-        let Ok(service) = std::str::from_utf8(service_part) else {
+        let Some(service) = self.keys.remove(key) else {
             return ServiceChange::Unchanged;
         };
-        let service = service.to_ascii_lowercase();
         let Some(instances) = self.services.get_mut(&service) else {
             return ServiceChange::Unchanged;
         };
@@ -126,6 +139,7 @@ impl ZoneWriter {
         let params = self.staged.params.clone();
         let revision = self.staged.revision;
         self.services.clear();
+        self.keys.clear();
         self.dirty.clear();
         self.ptr_names.clear();
         self.staged = ZoneSnapshot::empty(params);
@@ -266,7 +280,7 @@ impl ZoneWriter {
 
     /// Builds the published form of one service: cost proportional to its
     /// instances only.
-    fn build_service(&self, key: &str, instances: &BTreeMap<Box<[u8]>, Endpoint>) -> Service {
+    fn build_service(&self, key: &str, instances: &BTreeMap<Box<[u8]>, Member>) -> Service {
         let ttl = self.staged.params.ttl;
         let at_question = pointer(QNAME_OFFSET);
         let at_grpc_service = pointer(GRPC_SERVICE_OFFSET);
@@ -280,8 +294,8 @@ impl ZoneWriter {
         // id would give the same label takes its hashed one (as when a
         // service name and an instance name coincide, SPEC §3).
         let mut per_port: BTreeMap<u16, u32> = BTreeMap::new();
-        for endpoint in instances.values() {
-            *per_port.entry(endpoint.port()).or_default() += 1;
+        for member in instances.values() {
+            *per_port.entry(member.endpoint.port()).or_default() += 1;
         }
         let several = per_port.len() > 1;
         let mut ports: BTreeMap<u16, PortBuilder> = per_port
@@ -295,17 +309,14 @@ impl ZoneWriter {
         let mut glue = WireBuilder::default();
         let (mut grpc_srv, mut grpc_glue) = (WireBuilder::default(), WireBuilder::default());
 
-        for (etcd_key, endpoint) in instances {
+        for (etcd_key, member) in instances {
+            let endpoint = &member.endpoint;
             // The natural label unless another key of this service took it
             // first (ids differing only in letter case), a service of that
             // name exists (SPEC §3: the service wins, the instance takes
             // its hash), or it is one of the service's port names.
-            let natural = etcd_key
-                .iter()
-                .position(|&b| b == b'/')
-                .and_then(|slash| std::str::from_utf8(&etcd_key[slash + 1..]).ok())
-                .and_then(|id| names::natural_label(id, key, &self.origin_text))
-                .filter(|natural| {
+            let natural =
+                names::natural_label(&member.id, key, &self.origin_text).filter(|natural| {
                     !labels.contains_key(natural.as_str())
                         && !self.services.contains_key(&format!("{natural}.{key}"))
                         && !port_of_label(natural).is_some_and(|p| ports.contains_key(&p))
@@ -317,8 +328,8 @@ impl ZoneWriter {
             // SRV RDATA: priority, weight, port, then the target: the
             // instance name, or a host-name value as it is.
             let head = [
-                SRV_PRIORITY.to_be_bytes(),
-                SRV_WEIGHT.to_be_bytes(),
+                member.priority.to_be_bytes(),
+                member.weight.to_be_bytes(),
                 endpoint.port().to_be_bytes(),
             ]
             .concat();
@@ -361,7 +372,10 @@ impl ZoneWriter {
             }
             published.push(Instance {
                 key: etcd_key.clone(),
+                id: member.id.clone(),
                 endpoint: endpoint.clone(),
+                priority: member.priority,
+                weight: member.weight,
             });
         }
         let (a, aaaa, srv) = sets.finish();
@@ -380,6 +394,15 @@ impl ZoneWriter {
             rotation: [AtomicUsize::new(0), AtomicUsize::new(0)],
         }
     }
+}
+
+/// One instance of a service as the writer keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Member {
+    id: Box<str>,
+    endpoint: Endpoint,
+    priority: u16,
+    weight: u16,
 }
 
 /// The A, AAAA and SRV sets of a service, or of one of its ports, while
