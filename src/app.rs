@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, DnsConfig, EtcdConfig, GrpcConfig, HttpConfig, LogConfig};
+use crate::config::{
+    Config, DnsConfig, EtcdConfig, GrpcConfig, HttpConfig, LogConfig, SourceConfig,
+};
 use crate::ops::admin::{self, AdminState};
 use crate::ops::metrics::Metrics;
 use crate::ops::status::SyncStatus;
@@ -26,8 +28,8 @@ use crate::serve::rrl::Rrl;
 use crate::serve::tcp;
 use crate::serve::udp::{self, UdpServer};
 use crate::source::etcd;
+use crate::source::sources::Sources;
 use crate::source::watcher::Watcher;
-use crate::zone::names::Patterns;
 use crate::zone::{GrpcConfigs, ReverseZone, ZoneParams, ZoneStore, ZoneWriter};
 
 /// How long shutdown may take before we stop waiting.
@@ -140,6 +142,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         http,
         log: LogConfig { .. },
         grpc,
+        sources,
     } = config;
     raise_open_file_limit();
     let listeners = Listeners::bind(&dns, &http).await?;
@@ -150,7 +153,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         signal_token.cancel();
         result
     });
-    let result = serve(etcd, dns, grpc, listeners, shutdown.clone()).await;
+    let result = serve(etcd, dns, grpc, sources, listeners, shutdown.clone()).await;
     shutdown.cancel();
     signals.abort();
     result
@@ -199,9 +202,10 @@ fn raise_open_file_limit() {
 /// Runs everything on already-bound listeners until `shutdown` is
 /// cancelled. Library entry point for tests.
 pub async fn serve(
-    etcd_config: EtcdConfig,
+    mut etcd_config: EtcdConfig,
     dns: DnsConfig,
     grpc: GrpcConfig,
+    sources: Vec<SourceConfig>,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
@@ -233,14 +237,16 @@ pub async fn serve(
     let store = Arc::new(ZoneStore::new(params));
     let status = Arc::new(SyncStatus::new());
     let metrics = Arc::new(Metrics::new());
-    let patterns = Patterns::new(&etcd_config.patterns).map_err(RunError::Pattern)?;
+    let sources = Sources::new(&sources, &origin_text).map_err(RunError::Pattern)?;
+    // One read and watch for every source: over what their prefixes share.
+    etcd_config.prefix = sources.watch_prefix();
 
     // etcd → zone.
     let mut watcher = Watcher::new(
         ZoneWriter::new(store.clone()),
         status.clone(),
         metrics.clone(),
-        patterns,
+        sources,
         origin_text,
     );
     let sync_token = shutdown.child_token();

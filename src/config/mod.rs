@@ -129,6 +129,11 @@ pub struct Config {
     pub http: HttpConfig,
     pub log: LogConfig,
     pub grpc: GrpcConfig,
+    /// The registration sources, in order: a key belongs to the first
+    /// whose prefix it starts with and that recognises it. Without a
+    /// `sources` list: go-zero alone, from `etcd.prefix` and
+    /// `etcd.patterns`.
+    pub sources: Vec<SourceConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -208,6 +213,50 @@ pub struct RrlConfig {
     pub ipv6_prefix_length: u8,
     /// Clients never limited.
     pub exempt: Vec<ipnet::IpNet>,
+}
+
+/// Where registrations come from: one etcd key prefix read in one
+/// framework's format, and how its service names map into the zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceConfig {
+    pub format: Format,
+    /// Only keys starting with this belong to the source.
+    pub prefix: String,
+    /// go-zero only: the service keys served (globs).
+    pub patterns: Vec<String>,
+    /// Labels between a service name and the zone (`micro` serves
+    /// `greeter` as `greeter.micro.svc.local`); empty: none.
+    pub suffix: String,
+}
+
+/// The registration formats rpcdns reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// go-zero: `<service key>/<lease id>` → `host:port`.
+    GoZero,
+    /// go-micro `registry/etcd`: `/micro/registry/<name>/<node id>` → JSON
+    /// `Service` with its node.
+    GoMicro,
+}
+
+impl Format {
+    pub const ALL: [Format; 2] = [Format::GoZero, Format::GoMicro];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::GoZero => "gozero",
+            Format::GoMicro => "gomicro",
+        }
+    }
+
+    /// The prefix the framework writes under by default ("" for go-zero:
+    /// its keys are the service keys themselves, and `etcd.prefix` applies).
+    pub fn default_prefix(self) -> &'static str {
+        match self {
+            Format::GoZero => "",
+            Format::GoMicro => "/micro/registry/",
+        }
+    }
 }
 
 /// The gRPC service configs served as `_grpc_config` TXT records.
@@ -386,6 +435,16 @@ impl Config {
                     service_config(&o.service_config)
                 ));
             }
+        }
+        out.push_str("sources:\n");
+        for source in &self.sources {
+            out.push_str(&format!("  - format: {}\n", source.format.as_str()));
+            out.push_str(&format!("    prefix: {}\n", quote(&source.prefix)));
+            if source.format == Format::GoZero {
+                let patterns: Vec<String> = source.patterns.iter().map(|p| quote(p)).collect();
+                out.push_str(&format!("    patterns: [{}]\n", patterns.join(", ")));
+            }
+            out.push_str(&format!("    suffix: {}\n", quote(&source.suffix)));
         }
         out
     }

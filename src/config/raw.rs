@@ -117,7 +117,7 @@ impl<'de> Visitor<'de> for RawValueVisitor {
 
 pub(super) type Leaf = Option<Spanned<RawValue>>;
 
-pub(super) const ROOT_KEYS: &[&str] = &["etcd", "dns", "http", "log", "grpc"];
+pub(super) const ROOT_KEYS: &[&str] = &["etcd", "dns", "http", "log", "grpc", "sources"];
 pub(super) const ETCD_KEYS: &[&str] = &[
     "endpoints",
     "prefix",
@@ -150,6 +150,7 @@ pub(super) const RRL_KEYS: &[&str] = &[
 pub(super) const HTTP_KEYS: &[&str] = &["listen"];
 pub(super) const LOG_KEYS: &[&str] = &["level", "format"];
 pub(super) const GRPC_KEYS: &[&str] = &["service_config", "overrides"];
+pub(super) const SOURCE_KEYS: &[&str] = &["format", "prefix", "patterns", "suffix"];
 pub(super) const GRPC_OVERRIDE_KEYS: &[&str] = &["pattern", "service_config"];
 
 /// Maps the key list in serde's "unknown field" error back to the section it
@@ -166,6 +167,7 @@ fn section_of(expected: &[&str]) -> Option<&'static str> {
         (LOG_KEYS, "log."),
         (GRPC_KEYS, "grpc."),
         (GRPC_OVERRIDE_KEYS, "grpc.overrides[]."),
+        (SOURCE_KEYS, "sources[]."),
     ]
     .into_iter()
     .find(|(keys, _)| *keys == expected)
@@ -176,7 +178,7 @@ fn section_of(expected: &[&str]) -> Option<&'static str> {
 #[derive(Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with the sections etcd, dns, http, log and grpc"
+    expecting = "a mapping with the sections etcd, dns, http, log, grpc and sources"
 )]
 pub(super) struct RawConfig {
     pub(super) etcd: Option<RawEtcd>,
@@ -184,6 +186,19 @@ pub(super) struct RawConfig {
     pub(super) http: Option<RawHttp>,
     pub(super) log: Option<RawLog>,
     pub(super) grpc: Option<RawGrpc>,
+    pub(super) sources: Option<Spanned<Option<Vec<Spanned<RawSource>>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an entry of sources: a mapping of format, prefix, patterns, suffix"
+)]
+pub(super) struct RawSource {
+    pub(super) format: Leaf,
+    pub(super) prefix: Leaf,
+    pub(super) patterns: Leaf,
+    pub(super) suffix: Leaf,
 }
 
 #[derive(Default, Deserialize)]

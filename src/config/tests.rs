@@ -1028,3 +1028,87 @@ fn reverse_zones_are_cidrs_on_label_boundaries() {
         "expected a CIDR",
     );
 }
+
+#[test]
+fn sources_default_to_go_zero_from_the_etcd_section() {
+    let config = parse("etcd:\n  prefix: \"sms.\"\n  patterns: [\"sms.*\"]\n").unwrap();
+    assert_eq!(
+        config.sources,
+        vec![SourceConfig {
+            format: Format::GoZero,
+            prefix: "sms.".to_owned(),
+            patterns: vec!["sms.*".to_owned()],
+            suffix: String::new(),
+        }]
+    );
+    // A go-zero entry takes what it does not set from there too.
+    let config = parse(
+        "etcd:\n  patterns: [\"*.api\"]\nsources:\n  - format: gozero\n    prefix: \"a\"\n  - format: GoMicro\n    suffix: Micro.\n",
+    )
+    .unwrap();
+    assert_eq!(config.sources[0].patterns, vec!["*.api".to_owned()]);
+    assert_eq!(config.sources[0].prefix, "a");
+    assert_eq!(
+        config.sources[1],
+        SourceConfig {
+            format: Format::GoMicro,
+            prefix: "/micro/registry/".to_owned(),
+            patterns: Vec::new(),
+            suffix: "micro".to_owned(),
+        }
+    );
+    // check-config prints them, and they read back the same.
+    let yaml = config.to_redacted_yaml();
+    assert!(
+        yaml.contains("  - format: gomicro\n    prefix: \"/micro/registry/\"\n"),
+        "{yaml}"
+    );
+    assert_eq!(parse(&yaml).unwrap().sources, config.sources);
+}
+
+#[test]
+fn bad_sources_name_the_key_and_line() {
+    for (text, key, line, says) in [
+        ("sources: []\n", "sources", 1, "at least one source"),
+        (
+            "sources:\n  - prefix: x\n",
+            "sources[0].format",
+            2,
+            "required",
+        ),
+        (
+            "sources:\n  - format: consul\n",
+            "sources[0].format",
+            2,
+            "gozero or gomicro",
+        ),
+        (
+            "sources:\n  - format: gomicro\n    patterns: [\"*\"]\n",
+            "sources[0].patterns",
+            3,
+            "go-zero",
+        ),
+        (
+            "sources:\n  - format: gomicro\n  - format: gomicro\n",
+            "sources[1]",
+            3,
+            "sources[0]",
+        ),
+        (
+            "sources:\n  - format: gomicro\n    suffix: \"a b\"\n",
+            "sources[0].suffix",
+            3,
+            "DNS labels",
+        ),
+        (
+            "sources:\n  - format: gomicro\n    sufix: x\n",
+            "sources[].sufix",
+            3,
+            "unknown key",
+        ),
+    ] {
+        let e = err(text);
+        assert_eq!((e.key(), e.line()), (Some(key), Some(line)), "{text}: {e}");
+        assert!(e.to_string().contains(says), "{text}: {e}");
+    }
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde_saphyr::Location;
+use serde_saphyr::{Location, Spanned};
 
 use super::raw::*;
 use super::*;
@@ -195,19 +195,138 @@ pub(super) fn build(text: Option<(&str, &str)>, cli: &Cli) -> Result<Config, Con
         http,
         log,
         grpc,
+        sources,
     } = raw;
     let etcd = etcd_config(&src, cli, etcd.unwrap_or_default())?;
     let dns = dns_config(&src, cli, dns.unwrap_or_default())?;
     let http = http_config(&src, cli, http.unwrap_or_default())?;
     let log = log_config(&src, cli, log.unwrap_or_default())?;
     let grpc = grpc_config(&src, grpc.unwrap_or_default())?;
+    let sources = sources_config(&src, &etcd, sources)?;
     Ok(Config {
         etcd,
         dns,
         http,
         log,
         grpc,
+        sources,
     })
+}
+
+/// `sources`: without it, go-zero alone from `etcd.prefix` and
+/// `etcd.patterns`. A go-zero entry without `prefix` or `patterns` takes
+/// them from there too (and so from their flags).
+fn sources_config(
+    src: &Sources<'_>,
+    etcd: &EtcdConfig,
+    raw: Option<Spanned<Option<Vec<Spanned<RawSource>>>>>,
+) -> Result<Vec<SourceConfig>, ConfigError> {
+    let go_zero = |prefix: Option<String>, patterns: Option<Vec<String>>, suffix| SourceConfig {
+        format: Format::GoZero,
+        prefix: prefix.unwrap_or_else(|| etcd.prefix.clone()),
+        patterns: patterns.unwrap_or_else(|| etcd.patterns.clone()),
+        suffix,
+    };
+    let Some(list) = raw else {
+        return Ok(vec![go_zero(None, None, String::new())]);
+    };
+    let site = src.site("sources", list.referenced);
+    let entries = list.value.unwrap_or_default();
+    if entries.is_empty() {
+        return Err(site.error("expected at least one source, found an empty list"));
+    }
+    let mut sources: Vec<SourceConfig> = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.into_iter().enumerate() {
+        let key = format!("sources[{i}]");
+        let raw = entry.value;
+        let format_item = src
+            .scalar(&format!("{key}.format"), None, &raw.format)
+            .ok_or_else(|| {
+                src.site(&format!("{key}.format"), entry.referenced)
+                    .error("required in every source (gozero or gomicro)")
+            })?;
+        let format = parse_format(&format_item)?;
+        let prefix = match src.scalar(&format!("{key}.prefix"), None, &raw.prefix) {
+            Some(item) => Some(item.string("a key prefix (a string)")?.to_owned()),
+            None => None,
+        };
+        let patterns = src.list(
+            &format!("{key}.patterns"),
+            ("", &[]),
+            &raw.patterns,
+            "glob patterns",
+        )?;
+        if format != Format::GoZero
+            && let Some((site, _)) = &patterns
+        {
+            return Err(site.error(format!(
+                "patterns select go-zero service keys; a {} source serves every service it finds",
+                format.as_str()
+            )));
+        }
+        let patterns = match patterns {
+            Some(chosen) => Some(list_of(
+                Some(chosen),
+                true,
+                "pattern",
+                parse_pattern,
+                Vec::new,
+            )?),
+            None => None,
+        };
+        let suffix = match src.scalar(&format!("{key}.suffix"), None, &raw.suffix) {
+            Some(item) => parse_suffix(&item)?,
+            None => String::new(),
+        };
+        let source = match format {
+            Format::GoZero => go_zero(prefix, patterns, suffix),
+            other => SourceConfig {
+                format: other,
+                prefix: prefix.unwrap_or_else(|| other.default_prefix().to_owned()),
+                patterns: Vec::new(),
+                suffix,
+            },
+        };
+        if let Some(same) = sources
+            .iter()
+            .position(|s| s.format == source.format && s.prefix == source.prefix)
+        {
+            return Err(src.site(&key, entry.referenced).error(format!(
+                "the same format and prefix as sources[{same}]: each key would be read twice"
+            )));
+        }
+        sources.push(source);
+    }
+    Ok(sources)
+}
+
+fn parse_format(item: &Item) -> Result<Format, ConfigError> {
+    const WHAT: &str = "a registration format: gozero or gomicro";
+    let text = item.string(WHAT)?;
+    Format::ALL
+        .into_iter()
+        .find(|f| f.as_str() == text.to_ascii_lowercase())
+        .ok_or_else(|| item.expected(WHAT))
+}
+
+/// `sources[].suffix`: DNS labels (letters, digits, `-`, `_`), lower-cased.
+fn parse_suffix(item: &Item) -> Result<String, ConfigError> {
+    const WHAT: &str = "DNS labels such as micro or apps.micro (letters, digits, - and _)";
+    let text = item.string(WHAT)?.to_ascii_lowercase();
+    let text = text.trim_matches('.');
+    if text.is_empty() {
+        return Ok(String::new());
+    }
+    let valid = text.split('.').all(|label| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if text.is_empty() || !valid || text.len() > 200 {
+        return Err(item.expected(WHAT));
+    }
+    Ok(text.to_owned())
 }
 
 // Each section's function reads every field of its raw section: a field

@@ -157,11 +157,15 @@ pub enum SkipReason {
     UnspecifiedAddress,
     /// The host is neither an IP address nor a valid host name.
     InvalidHost,
+    /// The value is not the JSON its format writes (go-micro: a `Service`).
+    BadJson,
+    /// The JSON names no node (go-micro) with an address.
+    NoNode,
 }
 
 impl SkipReason {
     /// Every reason, e.g. to pre-register the metric's label values.
-    pub const ALL: [SkipReason; 9] = [
+    pub const ALL: [SkipReason; 11] = [
         SkipReason::NoInstanceId,
         SkipReason::InvalidServiceKey,
         SkipReason::NotUtf8,
@@ -171,6 +175,8 @@ impl SkipReason {
         SkipReason::EmptyHost,
         SkipReason::UnspecifiedAddress,
         SkipReason::InvalidHost,
+        SkipReason::BadJson,
+        SkipReason::NoNode,
     ];
 
     /// The `reason` label of `rpcdns_skipped_keys_total`, also shown in
@@ -186,6 +192,8 @@ impl SkipReason {
             SkipReason::EmptyHost => "empty_host",
             SkipReason::UnspecifiedAddress => "unspecified_address",
             SkipReason::InvalidHost => "invalid_host",
+            SkipReason::BadJson => "bad_json",
+            SkipReason::NoNode => "no_node",
         }
     }
 }
@@ -211,6 +219,11 @@ impl fmt::Display for SkipReason {
                 "the host is neither an IPv4 address, a bracketed IPv6 address \
                  nor a valid host name"
             }
+            SkipReason::BadJson => {
+                "the value is not the JSON its format writes (go-micro: a Service \
+                 with name and nodes)"
+            }
+            SkipReason::NoNode => "the value has no node with an id and an address",
         };
         f.write_str(sentence)
     }
@@ -1012,11 +1025,11 @@ mod tests {
             assert!(!family.get_metric().is_empty(), "{}: no series", spec.name);
         }
         // 8 qtypes x 8 rcodes x 2 transports, 2 x (16 buckets + +Inf + sum +
-        // count), 3 cookie results and 2 RRL actions, 5 gauges, 2 + 3 + 9
+        // count), 3 cookie results and 2 RRL actions, 5 gauges, 2 + 3 + 11
         // counters.
         let text = metrics.render(&Gauges::default());
         let series = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(series, 128 + 38 + 5 + 5 + 14);
+        assert_eq!(series, 128 + 38 + 5 + 5 + 16);
     }
 
     /// The value of the sample `series` (name and labels as rendered).

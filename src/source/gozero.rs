@@ -109,7 +109,7 @@ pub fn classify_key(key: &[u8], patterns: &Patterns, zone: &str) -> ClassifiedKe
 /// Parses a go-zero value: `a.b.c.d:port`, `[v6]:port` or `host:port`.
 /// Strict on purpose: whatever go-zero writes parses, and anything else is
 /// skipped rather than guessed at (SPEC §5).
-fn parse_endpoint(value: &[u8]) -> Result<Endpoint, SkipReason> {
+pub(crate) fn parse_endpoint(value: &[u8]) -> Result<Endpoint, SkipReason> {
     if value.len() > MAX_VALUE_LEN {
         return Err(SkipReason::ValueTooLong);
     }
@@ -615,6 +615,8 @@ mod tests {
                 "empty_host",
                 "unspecified_address",
                 "invalid_host",
+                "bad_json",
+                "no_node",
             ]
         );
         for reason in SkipReason::ALL {

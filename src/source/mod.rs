@@ -8,10 +8,15 @@
 //!
 //! - [`etcd`]: connection, paged read, watch, reconnect and resume; no DNS
 //!   types.
+//! - [`sources`]: the configured sources side by side: which one a key
+//!   belongs to; pure.
 //! - [`gozero`]: one go-zero key/value → a [`crate::zone::Registration`],
 //!   skipped with a reason, or someone else's key; pure.
+//! - [`gomicro`]: the same for go-micro's etcd registry.
 //! - [`watcher`]: applies what etcd says to the zone writer.
 
 pub mod etcd;
+pub mod gomicro;
 pub mod gozero;
+pub mod sources;
 pub mod watcher;

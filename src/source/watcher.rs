@@ -2,7 +2,7 @@
 //! snapshot after each batch.
 //!
 //! The [`Watcher`] is the [`SyncSink`] that [`crate::source::etcd::run`] feeds: it
-//! classifies each key/value with [`gozero::classify`], stages the
+//! classifies each key/value with [`Sources::classify`], stages the
 //! result in the single [`ZoneWriter`], and publishes once per full read or
 //! watch response, so readers see each batch whole.
 
@@ -13,8 +13,9 @@ use crate::ops::metrics::ResyncReason;
 use crate::ops::metrics::{EventType, Metrics};
 use crate::ops::status::{SkippedKey, SyncStatus};
 use crate::source::etcd::{KvEvent, SyncSink};
-use crate::source::gozero::{self, Classified};
-use crate::zone::names::{Patterns, port_label};
+use crate::source::gozero::Classified;
+use crate::source::sources::Sources;
+use crate::zone::names::port_label;
 use crate::zone::{PortsChange, ServiceChange, ZoneWriter};
 
 /// Turns etcd state and events into published zone snapshots.
@@ -23,8 +24,8 @@ pub struct Watcher {
     writer: ZoneWriter,
     status: Arc<SyncStatus>,
     metrics: Arc<Metrics>,
-    patterns: Patterns,
-    /// Apex without the trailing dot, as [`gozero::classify`] wants it.
+    sources: Sources,
+    /// Apex without the trailing dot.
     zone: String,
 }
 
@@ -34,14 +35,14 @@ impl Watcher {
         writer: ZoneWriter,
         status: Arc<SyncStatus>,
         metrics: Arc<Metrics>,
-        patterns: Patterns,
+        sources: Sources,
         zone: String,
     ) -> Self {
         Self {
             writer,
             status,
             metrics,
-            patterns,
+            sources,
             zone,
         }
     }
@@ -56,7 +57,7 @@ impl Watcher {
                 key,
                 value,
                 mod_revision,
-            } => match gozero::classify(&key, &value, &self.patterns, &self.zone) {
+            } => match self.sources.classify(&key, &value) {
                 Classified::Registration(registration) => {
                     let change = self.writer.upsert(&key, registration);
                     log_change(&change);
@@ -104,7 +105,7 @@ impl SyncSink for Watcher {
         let mut registrations = Vec::with_capacity(kvs.len());
         let mut skipped = BTreeMap::new();
         for (key, value) in kvs {
-            match gozero::classify(&key, &value, &self.patterns, &self.zone) {
+            match self.sources.classify(&key, &value) {
                 Classified::Registration(registration) => registrations.push((key, registration)),
                 Classified::Skipped(reason) => {
                     let entry = SkippedKey {
@@ -212,12 +213,21 @@ mod tests {
             reverse: Vec::new(),
         }));
         let status = Arc::new(SyncStatus::new());
-        let patterns = Patterns::new(&["*.rpc"]).unwrap();
+        let sources = Sources::new(
+            &[crate::config::SourceConfig {
+                format: crate::config::Format::GoZero,
+                prefix: String::new(),
+                patterns: vec!["*.rpc".to_owned()],
+                suffix: String::new(),
+            }],
+            "svc.local",
+        )
+        .unwrap();
         let watcher = Watcher::new(
             ZoneWriter::new(store.clone()),
             status.clone(),
             Arc::new(Metrics::with_shards(1)),
-            patterns,
+            sources,
             "svc.local".to_owned(),
         );
         (watcher, store, status)

@@ -22,5 +22,6 @@ mod metrics;
 mod programs;
 mod security;
 mod soak;
+mod sources;
 mod sync;
 mod transport;
