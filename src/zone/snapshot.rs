@@ -24,11 +24,12 @@ use super::{Endpoint, GRPC_TCP_PREFIX, ZoneParams};
 /// One instance of a service.
 #[derive(Debug)]
 pub struct Instance {
-    /// The whole etcd key (`sms.rpc/7587869364815473158`).
-    pub(super) key: Box<[u8]>,
-    /// The instance id its source gave (for go-zero, the key after its
-    /// first `/`).
-    pub(super) id: Box<str>,
+    /// The whole etcd key (`sms.rpc/7587869364815473158`), shared with the
+    /// writer.
+    pub(super) key: Arc<[u8]>,
+    /// The instance id its source gave; `None` when it is the key after
+    /// its first `/` (go-zero).
+    pub(super) id: Option<Box<str>>,
     pub(super) endpoint: Endpoint,
     pub(super) priority: u16,
     pub(super) weight: u16,
@@ -40,7 +41,10 @@ impl Instance {
     }
 
     pub fn id(&self) -> &str {
-        &self.id
+        self.id
+            .as_deref()
+            .or_else(|| super::writer::id_in_key(&self.key))
+            .unwrap_or("")
     }
 
     /// SRV priority and weight.

@@ -43,10 +43,12 @@ pub struct ZoneWriter {
     store: Arc<ZoneStore>,
     origin_text: String,
     /// Service key → its instances, by etcd key.
-    services: HashMap<String, BTreeMap<Box<[u8]>, Member>>,
-    /// Etcd key → the service its registration is in: how a deleted key
-    /// finds its service, whatever the format of the key.
-    keys: HashMap<Box<[u8]>, String>,
+    services: HashMap<Arc<str>, BTreeMap<Arc<[u8]>, Member>>,
+    /// Etcd key → the service its registration is in, for the keys whose
+    /// service is not [`service_in_key`] (every format but go-zero's): how
+    /// a deleted key finds its service. Both sides share their allocation
+    /// with `services`. go-zero keys, the bulk at scale, need no entry.
+    keys: HashMap<Arc<[u8]>, Arc<str>>,
     /// Services touched since the last publish.
     dirty: HashSet<String>,
     /// Services last reported on several ports ([`PortsChange`]); kept
@@ -87,23 +89,34 @@ impl ZoneWriter {
         } = registration;
         // A key whose registration moved to another service leaves the
         // old one.
-        if self.keys.get(key).is_some_and(|old| *old != service) {
+        if self.service_of(key).is_some_and(|old| old != service) {
             self.remove(key);
         }
-        self.keys.insert(key.into(), service.clone());
         let member = Member {
-            id: instance_id.into_boxed_str(),
+            // Not kept when the key says it (go-zero's `<service>/<id>`).
+            id: (id_in_key(key) != Some(instance_id.as_str()))
+                .then(|| instance_id.into_boxed_str()),
             endpoint,
             priority,
             weight,
         };
-        let instances = self.services.entry(service.clone()).or_default();
+        let service_key: Arc<str> = match self.services.get_key_value(service.as_str()) {
+            Some((shared, _)) => shared.clone(),
+            None => Arc::from(service.as_str()),
+        };
+        let key: Arc<[u8]> = Arc::from(key);
+        if service_in_key(&key).as_deref() == Some(service.as_str()) {
+            self.keys.remove(&key);
+        } else {
+            self.keys.insert(key.clone(), service_key.clone());
+        }
+        let instances = self.services.entry(service_key).or_default();
         let was_empty = instances.is_empty();
-        let previous = instances.insert(key.into(), member);
+        let previous = instances.insert(key.clone(), member);
         if was_empty {
             self.dirty.insert(service.clone());
             ServiceChange::Appeared(service)
-        } else if previous.as_ref() == instances.get(key) {
+        } else if previous.as_ref() == instances.get(&key) {
             // A keep-alive-free re-put of the same value: nothing to rebuild.
             ServiceChange::Unchanged
         } else {
@@ -112,12 +125,25 @@ impl ZoneWriter {
         }
     }
 
+    /// The service `key`'s registration is in, if it is in one.
+    fn service_of(&self, key: &[u8]) -> Option<String> {
+        let service = match self.keys.get(key) {
+            Some(service) => service.to_string(),
+            None => service_in_key(key)?,
+        };
+        self.services
+            .get(service.as_str())
+            .is_some_and(|instances| instances.contains_key(key))
+            .then_some(service)
+    }
+
     /// Removes the instance registered under `key`, if any.
     pub fn remove(&mut self, key: &[u8]) -> ServiceChange {
-        let Some(service) = self.keys.remove(key) else {
+        let Some(service) = self.service_of(key) else {
             return ServiceChange::Unchanged;
         };
-        let Some(instances) = self.services.get_mut(&service) else {
+        self.keys.remove(key);
+        let Some(instances) = self.services.get_mut(service.as_str()) else {
             return ServiceChange::Unchanged;
         };
         if instances.remove(key).is_none() {
@@ -125,7 +151,7 @@ impl ZoneWriter {
         }
         self.dirty.insert(service.clone());
         if instances.is_empty() {
-            self.services.remove(&service);
+            self.services.remove(service.as_str());
             ServiceChange::Disappeared(service)
         } else {
             ServiceChange::Updated(service)
@@ -148,7 +174,8 @@ impl ZoneWriter {
             self.upsert(&key, registration);
         }
         let services = &self.services;
-        self.several_ports.retain(|key| services.contains_key(key));
+        self.several_ports
+            .retain(|key| services.contains_key(key.as_str()));
         let instances = self.services.values().map(BTreeMap::len).sum();
         (self.services.len(), instances)
     }
@@ -179,10 +206,11 @@ impl ZoneWriter {
         let parents: Vec<String> = dirty
             .iter()
             .filter(|key| {
-                self.services.contains_key(*key) != self.staged.services.contains_key(key.as_str())
+                self.services.contains_key(key.as_str())
+                    != self.staged.services.contains_key(key.as_str())
             })
             .filter_map(|key| key.split_once('.').map(|(_, parent)| parent.to_owned()))
-            .filter(|parent| self.services.contains_key(parent))
+            .filter(|parent| self.services.contains_key(parent.as_str()))
             .collect();
         dirty.extend(parents);
         let reverse = !self.staged.params.reverse.is_empty();
@@ -196,7 +224,7 @@ impl ZoneWriter {
                     touched.insert(addr);
                 }
             }
-            match self.services.get(&key) {
+            match self.services.get(key.as_str()) {
                 Some(instances) => {
                     let service = Arc::new(self.build_service(&key, instances));
                     if reverse {
@@ -280,7 +308,7 @@ impl ZoneWriter {
 
     /// Builds the published form of one service: cost proportional to its
     /// instances only.
-    fn build_service(&self, key: &str, instances: &BTreeMap<Box<[u8]>, Member>) -> Service {
+    fn build_service(&self, key: &str, instances: &BTreeMap<Arc<[u8]>, Member>) -> Service {
         let ttl = self.staged.params.ttl;
         let at_question = pointer(QNAME_OFFSET);
         let at_grpc_service = pointer(GRPC_SERVICE_OFFSET);
@@ -315,12 +343,18 @@ impl ZoneWriter {
             // first (ids differing only in letter case), a service of that
             // name exists (SPEC §3: the service wins, the instance takes
             // its hash), or it is one of the service's port names.
-            let natural =
-                names::natural_label(&member.id, key, &self.origin_text).filter(|natural| {
-                    !labels.contains_key(natural.as_str())
-                        && !self.services.contains_key(&format!("{natural}.{key}"))
-                        && !port_of_label(natural).is_some_and(|p| ports.contains_key(&p))
-                });
+            let id = member
+                .id
+                .as_deref()
+                .or_else(|| id_in_key(etcd_key))
+                .unwrap_or("");
+            let natural = names::natural_label(id, key, &self.origin_text).filter(|natural| {
+                !labels.contains_key(natural.as_str())
+                    && !self
+                        .services
+                        .contains_key(format!("{natural}.{key}").as_str())
+                    && !port_of_label(natural).is_some_and(|p| ports.contains_key(&p))
+            });
             let label = natural.unwrap_or_else(|| names::hashed_label(etcd_key));
             let label_wire = label_wire(&label);
             labels.insert(label.into_boxed_str(), published.len() as u32);
@@ -396,10 +430,26 @@ impl ZoneWriter {
     }
 }
 
+/// The service a go-zero key names: the part before its first `/`,
+/// lower-cased.
+fn service_in_key(key: &[u8]) -> Option<String> {
+    let slash = key.iter().position(|&b| b == b'/').unwrap_or(key.len());
+    std::str::from_utf8(&key[..slash])
+        .ok()
+        .map(str::to_ascii_lowercase)
+}
+
+/// The instance id a go-zero key carries: the part after its first `/`.
+pub(super) fn id_in_key(key: &[u8]) -> Option<&str> {
+    let slash = key.iter().position(|&b| b == b'/')?;
+    std::str::from_utf8(&key[slash + 1..]).ok()
+}
+
 /// One instance of a service as the writer keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Member {
-    id: Box<str>,
+    /// `None` when it is the key's [`id_in_key`], as for go-zero.
+    id: Option<Box<str>>,
     endpoint: Endpoint,
     priority: u16,
     weight: u16,
