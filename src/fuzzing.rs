@@ -731,10 +731,13 @@ fn check_registration(
         endpoint,
         priority,
         weight,
+        scheme,
     } = registration;
-    // go-zero carries no priority or weight: the SPEC's.
-    if (*priority, *weight) != (SRV_PRIORITY, SRV_WEIGHT) {
-        return Err(format!("priority {priority}, weight {weight}"));
+    // go-zero carries no priority, weight or scheme: the SPEC's.
+    if (*priority, *weight, scheme) != (SRV_PRIORITY, SRV_WEIGHT, &None) {
+        return Err(format!(
+            "priority {priority}, weight {weight}, scheme {scheme:?}"
+        ));
     }
     // Service and id are the key's two parts.
     if service.as_bytes() != service_part.to_ascii_lowercase().as_slice() {

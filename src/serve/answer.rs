@@ -533,11 +533,11 @@ fn choose(lookup: Lookup<'_>, qtype: u16) -> Answer<'_> {
             },
             _ => Answer::NoData,
         },
-        Lookup::GrpcService(service) => match qtype {
-            SRV | ANY if !service.grpc_srv().is_empty() => Answer::Set {
-                rrs: service.grpc_srv(),
+        Lookup::SchemeService(service, set) => match qtype {
+            SRV | ANY if !set.srv().is_empty() => Answer::Set {
+                rrs: set.srv(),
                 rotation: service.next_rotation(true),
-                glue: Some(service.grpc_glue()),
+                glue: Some(set.glue()),
             },
             _ => Answer::NoData,
         },

@@ -97,6 +97,7 @@ pub fn classify(key: &[u8], value: &[u8], prefix: &[u8]) -> Classified {
         endpoint,
         priority: SRV_PRIORITY,
         weight: SRV_WEIGHT,
+        scheme: None,
     })
 }
 

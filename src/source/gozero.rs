@@ -69,6 +69,7 @@ pub fn classify(key: &[u8], value: &[u8], patterns: &Patterns, zone: &str) -> Cl
             // go-zero publishes neither.
             priority: SRV_PRIORITY,
             weight: SRV_WEIGHT,
+            scheme: None,
         }),
         Err(reason) => Classified::Skipped(reason),
     }
@@ -283,6 +284,7 @@ mod tests {
                 endpoint: ip("10.0.0.5", 8001),
                 priority: 0,
                 weight: 10,
+                scheme: None,
             }
         );
         assert_eq!(r.endpoint.port(), 8001);

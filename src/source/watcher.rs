@@ -106,7 +106,9 @@ impl SyncSink for Watcher {
         let mut skipped = BTreeMap::new();
         for (key, value) in kvs {
             match self.sources.classify(&key, &value) {
-                Classified::Registration(registration) => registrations.push((key, registration)),
+                Classified::Registration(registration) => {
+                    registrations.push((key, vec![registration]));
+                }
                 Classified::Skipped(reason) => {
                     let entry = SkippedKey {
                         key: String::from_utf8_lossy(&key).into_owned(),

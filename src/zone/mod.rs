@@ -95,6 +95,10 @@ pub struct Registration {
     /// [`SRV_WEIGHT`] unless its source says otherwise.
     pub priority: u16,
     pub weight: u16,
+    /// The endpoint's protocol (`http`, `grpcs`), when its source says:
+    /// its SRV records are then at `_<scheme>._tcp.<service>`. `None` is
+    /// gRPC (`_grpc._tcp`), as for go-zero.
+    pub scheme: Option<Box<str>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -273,6 +277,7 @@ pub(crate) mod testing {
             endpoint,
             priority: SRV_PRIORITY,
             weight: SRV_WEIGHT,
+            scheme: None,
         }
     }
 }
@@ -357,6 +362,90 @@ mod tests {
         assert_eq!(sms.srv().count(), 1);
     }
 
+    /// One registration with several endpoints (kratos): one instance per
+    /// host, an SRV name per scheme, and no record twice.
+    #[test]
+    fn endpoints_of_one_registration_share_their_instance() {
+        let store = store();
+        let mut writer = ZoneWriter::new(store.clone());
+        let endpoint = |value: &str, scheme: &str| {
+            let mut r = reg("hello", "a1", value);
+            r.scheme = Some(scheme.into());
+            r
+        };
+        let key = b"/microservices/hello/a1";
+        writer.set(
+            key,
+            vec![
+                endpoint("10.0.0.5:9000", "grpc"),
+                endpoint("10.0.0.5:8000", "http"),
+                // The same host and port again, under another scheme.
+                endpoint("10.0.0.5:9000", "grpcs"),
+                // Another host: another instance (its label is hashed).
+                endpoint("10.0.0.6:8443", "https"),
+            ],
+        );
+        writer.publish();
+        let snap = store.load();
+        let Some(Lookup::Service(hello)) = snap.lookup(&name("hello.svc.local.")) else {
+            panic!("hello not found");
+        };
+        assert_eq!(hello.instance_count(), 2, "one per host");
+        assert_eq!(hello.a().count(), 2);
+        assert_eq!(hello.srv().count(), 3, "9000 once, 8000, 8443");
+        assert_eq!(hello.glue().count(), 2, "one address per instance");
+        let schemes: Vec<(&str, usize, usize)> = hello
+            .schemes()
+            .iter()
+            .map(|s| (s.scheme(), s.srv().count(), s.glue().count()))
+            .collect();
+        assert_eq!(
+            schemes,
+            vec![
+                ("grpc", 1, 1),
+                ("grpcs", 1, 1),
+                ("http", 1, 1),
+                ("https", 1, 1)
+            ]
+        );
+        for (query, scheme) in [
+            ("_grpc._tcp.hello.svc.local.", "grpc"),
+            ("_HTTP._tcp.hello.svc.local.", "http"),
+        ] {
+            let Some(Lookup::SchemeService(_, set)) = snap.lookup(&name(query)) else {
+                panic!("{query} not found");
+            };
+            assert_eq!(set.scheme(), scheme);
+        }
+        assert!(matches!(
+            snap.lookup(&name("_h2._tcp.hello.svc.local.")),
+            Some(Lookup::NxDomain)
+        ));
+        assert!(matches!(
+            snap.lookup(&name("a1.hello.svc.local.")),
+            Some(Lookup::Instance(_, _))
+        ));
+        // The same endpoints again: nothing to rebuild; fewer: updated.
+        assert_eq!(
+            writer.set(key, vec![endpoint("10.0.0.5:9000", "grpc")]),
+            ServiceChange::Updated("hello".to_owned())
+        );
+        assert_eq!(
+            writer.set(key, vec![endpoint("10.0.0.5:9000", "grpc")]),
+            ServiceChange::Unchanged
+        );
+        writer.publish();
+        let snap = store.load();
+        let Some(Lookup::Service(hello)) = snap.lookup(&name("hello.svc.local.")) else {
+            panic!("hello not found");
+        };
+        assert_eq!((hello.instance_count(), hello.schemes().len()), (1, 1));
+        assert_eq!(
+            writer.remove(key),
+            ServiceChange::Disappeared("hello".to_owned())
+        );
+    }
+
     #[test]
     fn service_instance_and_grpc_names_resolve() {
         let store = store();
@@ -378,7 +467,7 @@ mod tests {
         assert_eq!(service.a().bytes().len(), 16, "pointer owner + A rdata");
         assert!(matches!(
             snap.lookup(&name("_grpc._tcp.sms.rpc.svc.local.")),
-            Some(Lookup::GrpcService(_))
+            Some(Lookup::SchemeService(_, _))
         ));
         assert!(matches!(
             snap.lookup(&name("2.sms.rpc.svc.local.")),
@@ -520,8 +609,14 @@ mod tests {
         writer.upsert(b"old.rpc/1", reg("old.rpc", "1", "10.0.0.1:1"));
         writer.publish();
         let counts = writer.replace_all(vec![
-            (b"new.rpc/1".to_vec(), reg("new.rpc", "1", "10.0.0.1:1")),
-            (b"new.rpc/2".to_vec(), reg("new.rpc", "2", "10.0.0.2:1")),
+            (
+                b"new.rpc/1".to_vec(),
+                vec![reg("new.rpc", "1", "10.0.0.1:1")],
+            ),
+            (
+                b"new.rpc/2".to_vec(),
+                vec![reg("new.rpc", "2", "10.0.0.2:1")],
+            ),
         ]);
         assert_eq!(counts, (1, 2));
         assert!(
@@ -633,7 +728,7 @@ mod tests {
         ]
         .map(|(key, value)| {
             let (service, id) = key.split_once('/').unwrap();
-            (key.as_bytes().to_vec(), reg(service, id, value))
+            (key.as_bytes().to_vec(), vec![reg(service, id, value)])
         });
         writer.replace_all(everything.to_vec());
         assert!(writer.publish().is_empty(), "a re-read is not news");
@@ -722,11 +817,11 @@ mod tests {
         writer.replace_all(vec![
             (
                 b"a.rpc/1".to_vec(),
-                testing::registration("a.rpc", "1", "10.0.0.1:1"),
+                vec![testing::registration("a.rpc", "1", "10.0.0.1:1")],
             ),
             (
                 b"b.rpc/2".to_vec(),
-                testing::registration("b.rpc", "2", "10.0.0.1:2"),
+                vec![testing::registration("b.rpc", "2", "10.0.0.1:2")],
             ),
         ]);
         writer.publish();

@@ -15,7 +15,10 @@ use super::wire::WireRrs;
 use std::net::IpAddr;
 
 use super::reverse::{ReverseName, ReverseZone};
-use super::{Endpoint, GRPC_TCP_PREFIX, ZoneParams};
+use super::{Endpoint, ZoneParams};
+
+/// The protocol label of `_<scheme>._tcp.<service>`, with its dot.
+const TCP_LABEL: &str = "_tcp.";
 
 // ---------------------------------------------------------------------------
 // Published data
@@ -57,6 +60,30 @@ impl Instance {
     }
 }
 
+/// The SRV records of a service's instances of one scheme, answered at
+/// `_<scheme>._tcp.<service>`: targets and glue point at the service name
+/// inside that question.
+#[derive(Debug)]
+pub struct SchemeSet {
+    pub(super) scheme: Box<str>,
+    pub(super) srv: WireRrs,
+    pub(super) glue: WireRrs,
+}
+
+impl SchemeSet {
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    pub fn srv(&self) -> &WireRrs {
+        &self.srv
+    }
+
+    pub fn glue(&self) -> &WireRrs {
+        &self.glue
+    }
+}
+
 /// One service, built once per change and shared by every snapshot until
 /// the service changes again. Its record sets are in wire format with
 /// owner names pointing at the question.
@@ -78,11 +105,10 @@ pub struct Service {
     /// Address records of the SRV targets, owners `<label>` + pointer to
     /// the question.
     pub(super) glue: WireRrs,
-    /// `SRV` at `_grpc._tcp.<service>`: targets point at the service name
-    /// inside that question.
-    pub(super) grpc_srv: WireRrs,
-    /// Glue for `grpc_srv`.
-    pub(super) grpc_glue: WireRrs,
+    /// `SRV` at `_<scheme>._tcp.<service>`, one set per scheme its
+    /// instances have (`grpc` for those whose source names none), by
+    /// scheme.
+    pub(super) schemes: Box<[SchemeSet]>,
     /// One port name per distinct port, by port number.
     pub(super) ports: Box<[PortName]>,
     /// The gRPC service config at `_grpc_config.<service>` (and at its
@@ -117,12 +143,13 @@ impl Service {
         &self.glue
     }
 
-    pub fn grpc_srv(&self) -> &WireRrs {
-        &self.grpc_srv
+    /// The SRV set at `_<scheme>._tcp.<service>`, if it has one.
+    pub fn scheme(&self, scheme: &str) -> Option<&SchemeSet> {
+        self.schemes.iter().find(|set| &*set.scheme == scheme)
     }
 
-    pub fn grpc_glue(&self) -> &WireRrs {
-        &self.grpc_glue
+    pub fn schemes(&self) -> &[SchemeSet] {
+        &self.schemes
     }
 
     pub fn instance_count(&self) -> usize {
@@ -242,7 +269,8 @@ pub enum Lookup<'a> {
     /// `<service>.<zone>`.
     Service(&'a Service),
     /// `_grpc._tcp.<service>.<zone>`.
-    GrpcService(&'a Service),
+    /// `_<scheme>._tcp.<service>`, for a scheme the service has.
+    SchemeService(&'a Service, &'a SchemeSet),
     /// `<instance label>.<service>.<zone>`.
     Instance(&'a Service, &'a Instance),
     /// `port-<port>.<service>.<zone>`.
@@ -389,11 +417,13 @@ impl ZoneSnapshot {
         if let Some(service) = self.services.get(relative) {
             return Lookup::Service(service);
         }
-        if let Some(rest) = relative.strip_prefix(GRPC_TCP_PREFIX)
-            && let Some(service_key) = rest.strip_prefix('.')
+        if let Some(rest) = relative.strip_prefix('_')
+            && let Some((scheme, rest)) = rest.split_once('.')
+            && let Some(service_key) = rest.strip_prefix(TCP_LABEL)
             && let Some(service) = self.services.get(service_key)
+            && let Some(set) = service.scheme(scheme)
         {
-            return Lookup::GrpcService(service);
+            return Lookup::SchemeService(service, set);
         }
         if let Some(target) = relative
             .strip_prefix(GRPC_CONFIG_LABEL)
@@ -518,6 +548,7 @@ impl ZoneSnapshot {
                     "instances": instances,
                     "ports": ports,
                     "several_ports": service.has_several_ports(),
+                    "schemes": service.schemes.iter().map(|set| &*set.scheme).collect::<Vec<_>>(),
                     "grpc_config": grpc_config,
                 })
             })

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use super::names::{self, port_label, port_of_label};
-use super::snapshot::{Instance, PortName, PortSets, Service, ZoneSnapshot, ZoneStore};
+use super::snapshot::{Instance, PortName, PortSets, SchemeSet, Service, ZoneSnapshot, ZoneStore};
 use super::wire::{
-    GRPC_SERVICE_OFFSET, QNAME_OFFSET, WireBuilder, WireRrs, address_rdata, host_wire, label_wire,
-    pointer, rrtype,
+    QNAME_OFFSET, WireBuilder, WireRrs, address_rdata, host_wire, label_wire, pointer, rrtype,
 };
 use super::{Endpoint, Registration};
 
@@ -43,7 +42,7 @@ pub struct ZoneWriter {
     store: Arc<ZoneStore>,
     origin_text: String,
     /// Service key → its instances, by etcd key.
-    services: HashMap<Arc<str>, BTreeMap<Arc<[u8]>, Member>>,
+    services: HashMap<Arc<str>, BTreeMap<MemberKey, Member>>,
     /// Etcd key → the service its registration is in, for the keys whose
     /// service is not [`service_in_key`] (every format but go-zero's): how
     /// a deleted key finds its service. Both sides share their allocation
@@ -80,26 +79,35 @@ impl ZoneWriter {
 
     /// Adds or replaces the instance registered under `key`.
     pub fn upsert(&mut self, key: &[u8], registration: Registration) -> ServiceChange {
-        let Registration {
-            service,
-            instance_id,
-            endpoint,
-            priority,
-            weight,
-        } = registration;
+        self.set(key, vec![registration])
+    }
+
+    /// Sets what is registered under `key`: one instance, or one per
+    /// endpoint when a registration has several (kratos), all in one
+    /// service (the first's; at most 256); none removes the key.
+    pub fn set(&mut self, key: &[u8], registrations: Vec<Registration>) -> ServiceChange {
+        let Some(service) = registrations.first().map(|r| r.service.clone()) else {
+            return self.remove(key);
+        };
         // A key whose registration moved to another service leaves the
         // old one.
         if self.service_of(key).is_some_and(|old| old != service) {
             self.remove(key);
         }
-        let member = Member {
-            // Not kept when the key says it (go-zero's `<service>/<id>`).
-            id: (id_in_key(key) != Some(instance_id.as_str()))
-                .then(|| instance_id.into_boxed_str()),
-            endpoint,
-            priority,
-            weight,
-        };
+        let members: Vec<Member> = registrations
+            .into_iter()
+            .filter(|r| r.service == service)
+            .take(usize::from(u8::MAX) + 1)
+            .map(|r| Member {
+                // Not kept when the key says it (go-zero's `<service>/<id>`).
+                id: (id_in_key(key) != Some(r.instance_id.as_str()))
+                    .then(|| r.instance_id.into_boxed_str()),
+                endpoint: r.endpoint,
+                priority: r.priority,
+                weight: r.weight,
+                scheme: r.scheme,
+            })
+            .collect();
         let service_key: Arc<str> = match self.services.get_key_value(service.as_str()) {
             Some((shared, _)) => shared.clone(),
             None => Arc::from(service.as_str()),
@@ -112,15 +120,29 @@ impl ZoneWriter {
         }
         let instances = self.services.entry(service_key).or_default();
         let was_empty = instances.is_empty();
-        let previous = instances.insert(key.clone(), member);
-        if was_empty {
-            self.dirty.insert(service.clone());
-            ServiceChange::Appeared(service)
-        } else if previous.as_ref() == instances.get(&key) {
+        let old: Vec<MemberKey> = instances
+            .range(members_of(&key))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let same = old.len() == members.len()
+            && old
+                .iter()
+                .zip(&members)
+                .all(|(k, m)| instances.get(k) == Some(m));
+        if !was_empty && same {
             // A keep-alive-free re-put of the same value: nothing to rebuild.
-            ServiceChange::Unchanged
+            return ServiceChange::Unchanged;
+        }
+        self.dirty.insert(service.clone());
+        for k in old {
+            instances.remove(&k);
+        }
+        for (index, member) in members.into_iter().enumerate() {
+            instances.insert((key.clone(), index as u8), member);
+        }
+        if was_empty {
+            ServiceChange::Appeared(service)
         } else {
-            self.dirty.insert(service.clone());
             ServiceChange::Updated(service)
         }
     }
@@ -131,13 +153,14 @@ impl ZoneWriter {
             Some(service) => service.to_string(),
             None => service_in_key(key)?,
         };
+        let key: Arc<[u8]> = Arc::from(key);
         self.services
             .get(service.as_str())
-            .is_some_and(|instances| instances.contains_key(key))
+            .is_some_and(|instances| instances.range(members_of(&key)).next().is_some())
             .then_some(service)
     }
 
-    /// Removes the instance registered under `key`, if any.
+    /// Removes what is registered under `key`, if anything.
     pub fn remove(&mut self, key: &[u8]) -> ServiceChange {
         let Some(service) = self.service_of(key) else {
             return ServiceChange::Unchanged;
@@ -146,8 +169,16 @@ impl ZoneWriter {
         let Some(instances) = self.services.get_mut(service.as_str()) else {
             return ServiceChange::Unchanged;
         };
-        if instances.remove(key).is_none() {
+        let key: Arc<[u8]> = Arc::from(key);
+        let old: Vec<MemberKey> = instances
+            .range(members_of(&key))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if old.is_empty() {
             return ServiceChange::Unchanged;
+        }
+        for k in old {
+            instances.remove(&k);
         }
         self.dirty.insert(service.clone());
         if instances.is_empty() {
@@ -161,7 +192,10 @@ impl ZoneWriter {
     /// Replaces everything (first read, or re-read after compaction); the
     /// caller publishes once afterwards so readers see the swap in one step.
     /// Returns (services, instances).
-    pub fn replace_all(&mut self, registrations: Vec<(Vec<u8>, Registration)>) -> (usize, usize) {
+    pub fn replace_all(
+        &mut self,
+        registrations: Vec<(Vec<u8>, Vec<Registration>)>,
+    ) -> (usize, usize) {
         let params = self.staged.params.clone();
         let revision = self.staged.revision;
         self.services.clear();
@@ -170,8 +204,8 @@ impl ZoneWriter {
         self.ptr_names.clear();
         self.staged = ZoneSnapshot::empty(params);
         self.staged.revision = revision;
-        for (key, registration) in registrations {
-            self.upsert(&key, registration);
+        for (key, registrations) in registrations {
+            self.set(&key, registrations);
         }
         let services = &self.services;
         self.several_ports
@@ -308,10 +342,9 @@ impl ZoneWriter {
 
     /// Builds the published form of one service: cost proportional to its
     /// instances only.
-    fn build_service(&self, key: &str, instances: &BTreeMap<Arc<[u8]>, Member>) -> Service {
+    fn build_service(&self, key: &str, instances: &BTreeMap<MemberKey, Member>) -> Service {
         let ttl = self.staged.params.ttl;
         let at_question = pointer(QNAME_OFFSET);
-        let at_grpc_service = pointer(GRPC_SERVICE_OFFSET);
         // SRV targets are written in full: RFC 2782 ("name compression is
         // not to be used for this field") and RFC 3597 §4 forbid pointers
         // in the RDATA of types newer than RFC 1035, and Go's resolver
@@ -332,32 +365,73 @@ impl ZoneWriter {
             .collect();
 
         let mut labels: HashMap<Box<str>, u32> = HashMap::with_capacity(instances.len());
-        let mut published = Vec::with_capacity(instances.len());
+        let mut published: Vec<Instance> = Vec::with_capacity(instances.len());
         let mut sets = SetsBuilder::default();
         let mut glue = WireBuilder::default();
-        let (mut grpc_srv, mut grpc_glue) = (WireBuilder::default(), WireBuilder::default());
+        let mut schemes: BTreeMap<&str, SchemeBuilder> = BTreeMap::new();
+        // Each published instance's label in wire form.
+        let mut label_wires: Vec<Vec<u8>> = Vec::with_capacity(instances.len());
+        // The instance the previous member made, and the ports it has so
+        // far: the next endpoint of the same registration on the same
+        // host is that instance too (kratos's grpc:// and http://).
+        let mut current: Option<(&Arc<[u8]>, u32)> = None;
+        let mut current_ports: Vec<u16> = Vec::new();
 
-        for (etcd_key, member) in instances {
+        for ((etcd_key, index), member) in instances {
             let endpoint = &member.endpoint;
-            // The natural label unless another key of this service took it
-            // first (ids differing only in letter case), a service of that
-            // name exists (SPEC §3: the service wins, the instance takes
-            // its hash), or it is one of the service's port names.
-            let id = member
-                .id
-                .as_deref()
-                .or_else(|| id_in_key(etcd_key))
-                .unwrap_or("");
-            let natural = names::natural_label(id, key, &self.origin_text).filter(|natural| {
-                !labels.contains_key(natural.as_str())
-                    && !self
-                        .services
-                        .contains_key(format!("{natural}.{key}").as_str())
-                    && !port_of_label(natural).is_some_and(|p| ports.contains_key(&p))
-            });
-            let label = natural.unwrap_or_else(|| names::hashed_label(etcd_key));
-            let label_wire = label_wire(&label);
-            labels.insert(label.into_boxed_str(), published.len() as u32);
+            let same_instance = current
+                .filter(|(k, at)| {
+                    *k == etcd_key && same_host(&published[*at as usize].endpoint, endpoint)
+                })
+                .map(|(_, at)| at);
+            let at = match same_instance {
+                Some(at) => at,
+                None => {
+                    // The natural label unless another key of this service
+                    // took it first (ids differing only in letter case), a
+                    // service of that name exists (SPEC §3: the service
+                    // wins, the instance takes its hash), or it is one of
+                    // the service's port names.
+                    let id = member
+                        .id
+                        .as_deref()
+                        .or_else(|| id_in_key(etcd_key))
+                        .unwrap_or("");
+                    let natural =
+                        names::natural_label(id, key, &self.origin_text).filter(|natural| {
+                            !labels.contains_key(natural.as_str())
+                                && !self
+                                    .services
+                                    .contains_key(format!("{natural}.{key}").as_str())
+                                && !port_of_label(natural).is_some_and(|p| ports.contains_key(&p))
+                        });
+                    let label = natural.unwrap_or_else(|| match index {
+                        0 => names::hashed_label(etcd_key),
+                        n => names::hashed_label(&[&etcd_key[..], &[0, *n]].concat()),
+                    });
+                    let at = published.len() as u32;
+                    label_wires.push(label_wire(&label));
+                    labels.insert(label.into_boxed_str(), at);
+                    published.push(Instance {
+                        key: etcd_key.clone(),
+                        id: member.id.clone(),
+                        endpoint: endpoint.clone(),
+                        priority: member.priority,
+                        weight: member.weight,
+                    });
+                    current = Some((etcd_key, at));
+                    current_ports.clear();
+                    at
+                }
+            };
+            let label_wire = &label_wires[at as usize];
+            // The same endpoint twice (one host, one port, two schemes)
+            // is one record in the service's and the port's sets.
+            let new_port = !current_ports.contains(&endpoint.port());
+            if new_port {
+                current_ports.push(endpoint.port());
+            }
+            let new_instance = same_instance.is_none();
 
             // SRV RDATA: priority, weight, port, then the target: the
             // instance name, or a host-name value as it is.
@@ -369,48 +443,55 @@ impl ZoneWriter {
             .concat();
             let host_target;
             let srv_rdata: [&[u8]; 3] = match endpoint {
-                Endpoint::Ip { .. } => [&head, &label_wire, &service_wire],
+                Endpoint::Ip { .. } => [&head, label_wire, &service_wire],
                 Endpoint::Host { name, .. } => {
                     host_target = host_wire(name);
                     [&head, &host_target, &[]]
                 }
             };
-            sets.add(endpoint, &srv_rdata, ttl);
-            grpc_srv.push(&[&at_question], rrtype::SRV, ttl, &srv_rdata);
-            // Every port of the service has a builder: they were made from
-            // these endpoints.
+            let scheme = member.scheme.as_deref().unwrap_or(GRPC_SCHEME);
+            let scheme_set = schemes
+                .entry(scheme)
+                .or_insert_with(|| SchemeBuilder::new(scheme));
+            scheme_set
+                .srv
+                .push(&[&at_question], rrtype::SRV, ttl, &srv_rdata);
+            if new_port {
+                sets.add(endpoint, &srv_rdata, ttl);
+            }
             let port = ports.get_mut(&endpoint.port());
             if let Endpoint::Ip { addr, .. } = endpoint {
                 let (rtype, octets) = address_rdata(addr);
-                glue.push(&[&label_wire, &at_question], rtype, ttl, &[octets.as_ref()]);
-                grpc_glue.push(
-                    &[&label_wire, &at_grpc_service],
-                    rtype,
-                    ttl,
-                    &[octets.as_ref()],
-                );
-            }
-            if let Some(port) = port {
-                if let Some(own) = port.own.as_mut() {
-                    own.add(endpoint, &srv_rdata, ttl);
+                if new_instance {
+                    glue.push(&[label_wire, &at_question], rtype, ttl, &[octets.as_ref()]);
                 }
-                if let Endpoint::Ip { addr, .. } = endpoint {
-                    let (rtype, octets) = address_rdata(addr);
-                    port.glue.push(
-                        &[&label_wire, &port.at_service],
+                if scheme_set.glued.insert(at) {
+                    scheme_set.glue.push(
+                        &[label_wire, &scheme_set.at_service],
                         rtype,
                         ttl,
                         &[octets.as_ref()],
                     );
                 }
             }
-            published.push(Instance {
-                key: etcd_key.clone(),
-                id: member.id.clone(),
-                endpoint: endpoint.clone(),
-                priority: member.priority,
-                weight: member.weight,
-            });
+            // Every port of the service has a builder: they were made from
+            // these endpoints.
+            if let Some(port) = port
+                && new_port
+            {
+                if let Some(own) = port.own.as_mut() {
+                    own.add(endpoint, &srv_rdata, ttl);
+                }
+                if let Endpoint::Ip { addr, .. } = endpoint {
+                    let (rtype, octets) = address_rdata(addr);
+                    port.glue.push(
+                        &[label_wire, &port.at_service],
+                        rtype,
+                        ttl,
+                        &[octets.as_ref()],
+                    );
+                }
+            }
         }
         let (a, aaaa, srv) = sets.finish();
         Service {
@@ -421,8 +502,7 @@ impl ZoneWriter {
             aaaa,
             srv,
             glue: glue.finish(),
-            grpc_srv: grpc_srv.finish(),
-            grpc_glue: grpc_glue.finish(),
+            schemes: schemes.into_values().map(SchemeBuilder::finish).collect(),
             ports: ports.into_values().map(PortBuilder::finish).collect(),
             grpc_config: self.staged.params.grpc.for_service(key),
             rotation: [AtomicUsize::new(0), AtomicUsize::new(0)],
@@ -439,6 +519,15 @@ fn service_in_key(key: &[u8]) -> Option<String> {
         .map(str::to_ascii_lowercase)
 }
 
+/// A member of a service: its etcd key, and its place among the key's
+/// endpoints.
+type MemberKey = (Arc<[u8]>, u8);
+
+/// The members of `key`, in a service's map.
+fn members_of(key: &Arc<[u8]>) -> std::ops::RangeInclusive<MemberKey> {
+    (key.clone(), 0)..=(key.clone(), u8::MAX)
+}
+
 /// The instance id a go-zero key carries: the part after its first `/`.
 pub(super) fn id_in_key(key: &[u8]) -> Option<&str> {
     let slash = key.iter().position(|&b| b == b'/')?;
@@ -450,6 +539,9 @@ pub(super) fn id_in_key(key: &[u8]) -> Option<&str> {
 struct Member {
     /// `None` when it is the key's [`id_in_key`], as for go-zero.
     id: Option<Box<str>>,
+    /// The protocol of the endpoint (`http`): its SRV records are at
+    /// `_<scheme>._tcp.<service>`; `None` is gRPC, as go-zero's are.
+    scheme: Option<Box<str>>,
     endpoint: Endpoint,
     priority: u16,
     weight: u16,
@@ -487,6 +579,54 @@ impl SetsBuilder {
 
     fn finish(self) -> (WireRrs, WireRrs, WireRrs) {
         (self.a.finish(), self.aaaa.finish(), self.srv.finish())
+    }
+}
+
+/// The scheme of endpoints whose source names none (go-zero, go-micro).
+const GRPC_SCHEME: &str = "grpc";
+
+/// Whether two endpoints are on the same host (any port).
+fn same_host(a: &Endpoint, b: &Endpoint) -> bool {
+    match (a, b) {
+        (Endpoint::Ip { addr: x, .. }, Endpoint::Ip { addr: y, .. }) => x == y,
+        (Endpoint::Host { name: x, .. }, Endpoint::Host { name: y, .. }) => x == y,
+        _ => false,
+    }
+}
+
+/// The SRV set of one scheme while it is built.
+struct SchemeBuilder {
+    scheme: Box<str>,
+    /// A pointer to the service name inside a `_<scheme>._tcp.<service>`
+    /// question: past the header and the two labels.
+    at_service: [u8; 2],
+    srv: WireBuilder,
+    glue: WireBuilder,
+    /// Instances whose address is in `glue` already.
+    glued: HashSet<u32>,
+}
+
+impl SchemeBuilder {
+    fn new(scheme: &str) -> Self {
+        // `\x05_grpc\x04_tcp`: one length octet and the underscore, the
+        // scheme, then the 5 octets of `_tcp`. Schemes are short words
+        // (their sources check them): the offset stays far below 2^14.
+        let at_service = pointer(QNAME_OFFSET + 2 + scheme.len() as u16 + 5);
+        Self {
+            scheme: scheme.into(),
+            at_service,
+            srv: WireBuilder::default(),
+            glue: WireBuilder::default(),
+            glued: HashSet::new(),
+        }
+    }
+
+    fn finish(self) -> SchemeSet {
+        SchemeSet {
+            scheme: self.scheme,
+            srv: self.srv.finish(),
+            glue: self.glue.finish(),
+        }
     }
 }
 
