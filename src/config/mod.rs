@@ -234,17 +234,21 @@ pub struct SourceConfig {
 pub enum Format {
     /// go-zero: `<service key>/<lease id>` → `host:port`.
     GoZero,
+    /// kratos `contrib/registry/etcd`: `/microservices/<name>/<id>` → JSON
+    /// `ServiceInstance` with its endpoints.
+    Kratos,
     /// go-micro `registry/etcd`: `/micro/registry/<name>/<node id>` → JSON
     /// `Service` with its node.
     GoMicro,
 }
 
 impl Format {
-    pub const ALL: [Format; 2] = [Format::GoZero, Format::GoMicro];
+    pub const ALL: [Format; 3] = [Format::GoZero, Format::Kratos, Format::GoMicro];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Format::GoZero => "gozero",
+            Format::Kratos => "kratos",
             Format::GoMicro => "gomicro",
         }
     }
@@ -254,6 +258,7 @@ impl Format {
     pub fn default_prefix(self) -> &'static str {
         match self {
             Format::GoZero => "",
+            Format::Kratos => "/microservices/",
             Format::GoMicro => "/micro/registry/",
         }
     }

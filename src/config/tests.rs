@@ -1080,7 +1080,7 @@ fn bad_sources_name_the_key_and_line() {
             "sources:\n  - format: consul\n",
             "sources[0].format",
             2,
-            "gozero or gomicro",
+            "gozero, kratos or gomicro",
         ),
         (
             "sources:\n  - format: gomicro\n    patterns: [\"*\"]\n",

@@ -243,7 +243,7 @@ fn sources_config(
             .scalar(&format!("{key}.format"), None, &raw.format)
             .ok_or_else(|| {
                 src.site(&format!("{key}.format"), entry.referenced)
-                    .error("required in every source (gozero or gomicro)")
+                    .error("required in every source (gozero, kratos or gomicro)")
             })?;
         let format = parse_format(&format_item)?;
         let prefix = match src.scalar(&format!("{key}.prefix"), None, &raw.prefix) {
@@ -301,7 +301,7 @@ fn sources_config(
 }
 
 fn parse_format(item: &Item) -> Result<Format, ConfigError> {
-    const WHAT: &str = "a registration format: gozero or gomicro";
+    const WHAT: &str = "a registration format: gozero, kratos or gomicro";
     let text = item.string(WHAT)?;
     Format::ALL
         .into_iter()

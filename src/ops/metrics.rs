@@ -161,11 +161,13 @@ pub enum SkipReason {
     BadJson,
     /// The JSON names no node (go-micro) with an address.
     NoNode,
+    /// The instance has no endpoint rpcdns can serve (kratos).
+    NoEndpoint,
 }
 
 impl SkipReason {
     /// Every reason, e.g. to pre-register the metric's label values.
-    pub const ALL: [SkipReason; 11] = [
+    pub const ALL: [SkipReason; 12] = [
         SkipReason::NoInstanceId,
         SkipReason::InvalidServiceKey,
         SkipReason::NotUtf8,
@@ -177,6 +179,7 @@ impl SkipReason {
         SkipReason::InvalidHost,
         SkipReason::BadJson,
         SkipReason::NoNode,
+        SkipReason::NoEndpoint,
     ];
 
     /// The `reason` label of `rpcdns_skipped_keys_total`, also shown in
@@ -194,6 +197,7 @@ impl SkipReason {
             SkipReason::InvalidHost => "invalid_host",
             SkipReason::BadJson => "bad_json",
             SkipReason::NoNode => "no_node",
+            SkipReason::NoEndpoint => "no_endpoint",
         }
     }
 }
@@ -220,10 +224,15 @@ impl fmt::Display for SkipReason {
                  nor a valid host name"
             }
             SkipReason::BadJson => {
-                "the value is not the JSON its format writes (go-micro: a Service \
-                 with name and nodes)"
+                "the value is not the JSON its format writes for this key (go-micro: \
+                 a Service with name and nodes; kratos: a ServiceInstance with id, \
+                 name and endpoints)"
             }
             SkipReason::NoNode => "the value has no node with an id and an address",
+            SkipReason::NoEndpoint => {
+                "the instance has no endpoint rpcdns can serve \
+                 (grpc, grpcs, http or https://host:port)"
+            }
         };
         f.write_str(sentence)
     }
@@ -1025,11 +1034,11 @@ mod tests {
             assert!(!family.get_metric().is_empty(), "{}: no series", spec.name);
         }
         // 8 qtypes x 8 rcodes x 2 transports, 2 x (16 buckets + +Inf + sum +
-        // count), 3 cookie results and 2 RRL actions, 5 gauges, 2 + 3 + 11
+        // count), 3 cookie results and 2 RRL actions, 5 gauges, 2 + 3 + 12
         // counters.
         let text = metrics.render(&Gauges::default());
         let series = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(series, 128 + 38 + 5 + 5 + 16);
+        assert_eq!(series, 128 + 38 + 5 + 5 + 17);
     }
 
     /// The value of the sample `series` (name and labels as rendered).

@@ -31,6 +31,9 @@ pub enum Classified {
     /// One of ours, but it cannot be served.
     Skipped(SkipReason),
     Registration(Registration),
+    /// One registration per endpoint of one instance (kratos), in one
+    /// service, never empty.
+    Registrations(Vec<Registration>),
 }
 
 /// What a key alone is to rpcdns: enough to withdraw an instance on a
@@ -619,6 +622,7 @@ mod tests {
                 "invalid_host",
                 "bad_json",
                 "no_node",
+                "no_endpoint",
             ]
         );
         for reason in SkipReason::ALL {

@@ -13,10 +13,12 @@
 //! - [`gozero`]: one go-zero key/value → a [`crate::zone::Registration`],
 //!   skipped with a reason, or someone else's key; pure.
 //! - [`gomicro`]: the same for go-micro's etcd registry.
+//! - [`kratos`]: the same for kratos's, one registration per endpoint.
 //! - [`watcher`]: applies what etcd says to the zone writer.
 
 pub mod etcd;
 pub mod gomicro;
 pub mod gozero;
+pub mod kratos;
 pub mod sources;
 pub mod watcher;

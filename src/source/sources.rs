@@ -10,8 +10,9 @@
 
 use crate::config::{Format, SourceConfig};
 use crate::ops::metrics::SkipReason;
-use crate::source::gomicro;
 use crate::source::gozero::{self, Classified};
+use crate::source::{gomicro, kratos};
+use crate::zone::Registration;
 use crate::zone::names::{Patterns, is_valid_service_key};
 
 /// One source, ready to classify.
@@ -88,27 +89,43 @@ impl Sources {
                 }
                 (Format::GoZero, None) => Classified::Ignored,
                 (Format::GoMicro, _) => gomicro::classify(key, value, &source.prefix),
+                (Format::Kratos, _) => kratos::classify(key, value, &source.prefix),
             };
             match classified {
                 Classified::Ignored => continue,
                 Classified::Registration(mut registration) => {
-                    if !source.suffix.is_empty() {
-                        registration.service =
-                            format!("{}.{}", registration.service, source.suffix);
-                    }
-                    // go-zero checks its service keys itself (against the
-                    // zone with the suffix); the others are checked here.
-                    if source.format != Format::GoZero
-                        && !is_valid_service_key(&registration.service, &self.zone)
-                    {
-                        return Classified::Skipped(SkipReason::InvalidServiceKey);
+                    if let Err(reason) = self.place(source, &mut registration) {
+                        return Classified::Skipped(reason);
                     }
                     return Classified::Registration(registration);
+                }
+                Classified::Registrations(mut registrations) => {
+                    for registration in &mut registrations {
+                        if let Err(reason) = self.place(source, registration) {
+                            return Classified::Skipped(reason);
+                        }
+                    }
+                    return Classified::Registrations(registrations);
                 }
                 skipped => return skipped,
             }
         }
         Classified::Ignored
+    }
+
+    /// Puts a source's registration under its suffix, and checks that its
+    /// service makes a name in the zone. go-zero checks its service keys
+    /// itself (against the zone with the suffix).
+    fn place(&self, source: &Source, registration: &mut Registration) -> Result<(), SkipReason> {
+        if !source.suffix.is_empty() {
+            registration.service = format!("{}.{}", registration.service, source.suffix);
+        }
+        if source.format != Format::GoZero
+            && !is_valid_service_key(&registration.service, &self.zone)
+        {
+            return Err(SkipReason::InvalidServiceKey);
+        }
+        Ok(())
     }
 
     /// The zone a source's service names must fit under: the apex with

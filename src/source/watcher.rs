@@ -63,6 +63,11 @@ impl Watcher {
                     log_change(&change);
                     self.status.clear_skip(&key);
                 }
+                Classified::Registrations(registrations) => {
+                    let change = self.writer.set(&key, registrations);
+                    log_change(&change);
+                    self.status.clear_skip(&key);
+                }
                 Classified::Skipped(reason) => {
                     // SPEC §5: "A value that turns bad withdraws the
                     // instance: DNS never goes on serving the old value."
@@ -109,6 +114,7 @@ impl SyncSink for Watcher {
                 Classified::Registration(registration) => {
                     registrations.push((key, vec![registration]));
                 }
+                Classified::Registrations(several) => registrations.push((key, several)),
                 Classified::Skipped(reason) => {
                     let entry = SkippedKey {
                         key: String::from_utf8_lossy(&key).into_owned(),

@@ -153,3 +153,129 @@ async fn go_micro_nodes_beside_go_zero_services() {
         }
     });
 }
+
+/// kratos instances as kratos writes them (lease, JSON, endpoints of
+/// several schemes, a weight in the metadata): an SRV name per scheme,
+/// the weights in SRV, one instance name per instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kratos_instances_with_an_srv_name_per_scheme() {
+    let etcd = Etcd::start();
+    let client = etcd.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "sources:\n  - format: kratos\n");
+    let rpcdns = Rpcdns::start(&etcd.endpoint(), &["--config", &config]);
+    rpcdns.wait_ready();
+    let dns = rpcdns.dns_addr;
+
+    let mut kv = client.clone();
+    let lease = kv.lease_grant(15, None).await.unwrap().id();
+    for (id, value) in [
+        (
+            "5b7e1c2a-5a1d-11ef-9d36-0242ac120005",
+            r#"{"id":"5b7e1c2a-5a1d-11ef-9d36-0242ac120005","name":"helloworld","version":"v1.0.0","metadata":null,"endpoints":["http://10.0.0.5:8000","grpc://10.0.0.5:9000"]}"#,
+        ),
+        (
+            "v6",
+            r#"{"id":"v6","name":"helloworld","version":"v2","metadata":{"weight":"20"},"endpoints":["grpc://[2001:db8::5]:9000"]}"#,
+        ),
+    ] {
+        kv.put(
+            format!("/microservices/helloworld/{id}"),
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .unwrap();
+    }
+    // An instance with no endpoint kratos could reach: skipped.
+    put(
+        &client,
+        "/microservices/helloworld/none",
+        r#"{"id":"none","name":"helloworld","version":"","metadata":null,"endpoints":["grpc:"]}"#,
+    )
+    .await;
+
+    let srv_at = |name: &str| {
+        let reply = try_query_udp(dns, name, RecordType::SRV, Some(1232))?;
+        let mut records: Vec<(u16, u16, String)> = srv_of(&reply.answers)
+            .iter()
+            .map(|s| (s.weight, s.port, s.target.to_ascii()))
+            .collect();
+        records.sort();
+        Ok::<_, String>(records)
+    };
+    eventually(Duration::from_secs(10), || {
+        let records = srv_at("helloworld.svc.local.")?;
+        if records.len() == 3 {
+            Ok(())
+        } else {
+            Err(format!("{records:?}"))
+        }
+    });
+    let first = "5b7e1c2a-5a1d-11ef-9d36-0242ac120005.helloworld.svc.local.";
+    assert_eq!(
+        srv_at("_grpc._tcp.helloworld.svc.local.").unwrap(),
+        vec![
+            (20, 9000, "v6.helloworld.svc.local.".to_owned()),
+            (100, 9000, first.to_owned()),
+        ]
+    );
+    assert_eq!(
+        srv_at("_http._tcp.helloworld.svc.local.").unwrap(),
+        vec![(100, 8000, first.to_owned())]
+    );
+    // The instance's one name answers its address; its glue came along.
+    let reply = query_udp(
+        dns,
+        "_http._tcp.helloworld.svc.local.",
+        RecordType::SRV,
+        Some(1232),
+    );
+    assert_eq!(
+        reply
+            .additionals
+            .iter()
+            .filter(|r| r.record_type() == RecordType::A)
+            .count(),
+        1
+    );
+    assert_eq!(
+        a_of(&query_udp(dns, first, RecordType::A, None).answers),
+        vec!["10.0.0.5".parse::<std::net::Ipv4Addr>().unwrap()]
+    );
+    // No scheme that the service has not: NXDOMAIN.
+    let none = query_udp(
+        dns,
+        "_https._tcp.helloworld.svc.local.",
+        RecordType::SRV,
+        None,
+    );
+    assert_eq!(
+        none.metadata.response_code,
+        hickory_proto::op::ResponseCode::NXDomain
+    );
+    eventually(Duration::from_secs(10), || {
+        let skipped = rpcdns.skipped()?;
+        if skipped.contains(&(
+            "/microservices/helloworld/none".to_owned(),
+            "no_endpoint".to_owned(),
+        )) {
+            Ok(())
+        } else {
+            Err(format!("skipped: {skipped:?}"))
+        }
+    });
+
+    // kratos deregisters by deleting the key: that instance goes.
+    kv.delete("/microservices/helloworld/v6", None)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), || {
+        let records = srv_at("_grpc._tcp.helloworld.svc.local.")?;
+        if records.len() == 1 {
+            Ok(())
+        } else {
+            Err(format!("{records:?}"))
+        }
+    });
+}
