@@ -391,6 +391,11 @@ mod tests {
             panic!("hello not found");
         };
         assert_eq!(hello.instance_count(), 2, "one per host");
+        assert!(
+            !hello.has_several_ports(),
+            "one port per scheme: the SRV names tell them apart"
+        );
+        assert_eq!(hello.ports().len(), 3, "a port name per port all the same");
         assert_eq!(hello.a().count(), 2);
         assert_eq!(hello.srv().count(), 3, "9000 once, 8000, 8443");
         assert_eq!(hello.glue().count(), 2, "one address per instance");

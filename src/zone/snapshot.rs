@@ -109,6 +109,8 @@ pub struct Service {
     /// instances have (`grpc` for those whose source names none), by
     /// scheme.
     pub(super) schemes: Box<[SchemeSet]>,
+    /// Whether the instances of one scheme listen on several ports.
+    pub(super) mixed_ports: bool,
     /// One port name per distinct port, by port number.
     pub(super) ports: Box<[PortName]>,
     /// The gRPC service config at `_grpc_config.<service>` (and at its
@@ -169,10 +171,12 @@ impl Service {
         self.ports.get(index)
     }
 
-    /// True when its instances listen on more than one port, so that its
-    /// A and AAAA records alone send some clients to the wrong port.
+    /// True when its instances of one scheme listen on more than one
+    /// port, so that its A and AAAA records alone send some clients to the
+    /// wrong port. (kratos's gRPC and HTTP endpoints on two ports are not
+    /// that: each scheme has its SRV name.)
     pub fn has_several_ports(&self) -> bool {
-        self.ports.len() > 1
+        self.mixed_ports
     }
 
     /// The gRPC service config served for it, if any.

@@ -269,6 +269,7 @@ impl ZoneWriter {
                     }
                     let count = service.instance_count();
                     let ports: Vec<u16> = service.ports().iter().map(PortName::port).collect();
+                    let mixed = service.has_several_ports();
                     let shared: Arc<str> = Arc::from(key.as_str());
                     match self.staged.services.insert(shared.clone(), service) {
                         Some(old) => {
@@ -278,14 +279,14 @@ impl ZoneWriter {
                         None => self.add_ents(&shared),
                     }
                     self.staged.instances += count;
-                    self.staged.several_ports += usize::from(ports.len() > 1);
-                    if ports.len() > 1 && !self.several_ports.contains(&key) {
+                    self.staged.several_ports += usize::from(mixed);
+                    if mixed && !self.several_ports.contains(&key) {
                         self.several_ports.insert(key.clone());
                         changes.push(PortsChange::Several {
                             service: key,
                             ports,
                         });
-                    } else if ports.len() == 1 && self.several_ports.remove(&key) {
+                    } else if !mixed && self.several_ports.remove(&key) {
                         changes.push(PortsChange::One {
                             service: key,
                             port: ports[0],
@@ -456,6 +457,7 @@ impl ZoneWriter {
             scheme_set
                 .srv
                 .push(&[&at_question], rrtype::SRV, ttl, &srv_rdata);
+            scheme_set.ports.insert(endpoint.port());
             if new_port {
                 sets.add(endpoint, &srv_rdata, ttl);
             }
@@ -502,6 +504,7 @@ impl ZoneWriter {
             aaaa,
             srv,
             glue: glue.finish(),
+            mixed_ports: schemes.values().any(|set| set.ports.len() > 1),
             schemes: schemes.into_values().map(SchemeBuilder::finish).collect(),
             ports: ports.into_values().map(PortBuilder::finish).collect(),
             grpc_config: self.staged.params.grpc.for_service(key),
@@ -604,6 +607,8 @@ struct SchemeBuilder {
     glue: WireBuilder,
     /// Instances whose address is in `glue` already.
     glued: HashSet<u32>,
+    /// The ports of its endpoints.
+    ports: BTreeSet<u16>,
 }
 
 impl SchemeBuilder {
@@ -618,6 +623,7 @@ impl SchemeBuilder {
             srv: WireBuilder::default(),
             glue: WireBuilder::default(),
             glued: HashSet::new(),
+            ports: BTreeSet::new(),
         }
     }
 
