@@ -180,6 +180,28 @@ def registration():
     for config in range(4):
         for key, value in pairs:
             write("registration", bytes([config]) + key.encode() + b"\x00" + value.encode())
+    # kratos (configs 4 and 6) and go-micro (5): values as they write them.
+    kratos = [
+        ("/microservices/helloworld/5b7e1c2a", '{"id":"5b7e1c2a","name":"helloworld","version":"v1.0.0","metadata":null,"endpoints":["http://10.0.0.5:8000","grpc://10.0.0.5:9000"]}'),
+        ("/microservices/user.service/user-1", '{"id":"user-1","name":"user.service","version":"","metadata":{"weight":"20","zone":"sh-a"},"endpoints":["grpcs://10.0.0.6:9000"]}'),
+        ("/microservices/helloworld/v6", '{"id":"v6","name":"helloworld","version":"v2","metadata":{},"endpoints":["grpc://[2001:db8::5]:9000","https://api.internal.example:8443"]}'),
+        ("/microservices/x/empty", '{"id":"empty","name":"x","version":"","metadata":null,"endpoints":[]}'),
+        ("/microservices/x/legacy", '{"id":"legacy","name":"x","version":"","metadata":null,"endpoints":["grpc://10.0.0.5:9000?isSecure=true"]}'),
+        ("/microservices/x/bad", '{"id":"bad","name":"x","endpoints":["grpc:","http://u@h:1","grpc://[fe80::1%25e]:1","http://10.0.0.1:1/p"],"metadata":{"weight":"-1"}}'),
+        ("/microservices/x/i", "null"), ("/microservices/x", "{}"),
+    ]
+    micro = [
+        ("/micro/registry/helloworld/helloworld-0f1e", '{"name":"helloworld","version":"latest","metadata":null,"endpoints":[],"nodes":[{"metadata":{"protocol":"mucp"},"id":"helloworld-0f1e","address":"10.0.0.5:43567"}]}'),
+        ("/micro/registry/greeter/greeter-9f8e", '{"name":"greeter","version":"1.0.0","metadata":null,"endpoints":[],"nodes":[{"id":"greeter-9f8e","address":"[2001:db8::5]:9090","metadata":null}]}'),
+        ("/micro/registry/micro.http.broker/t-5c1d", '{"name":"micro.http.broker","version":"ff.http.broadcast","nodes":[{"id":"t-5c1d","address":"10.0.0.5:37211"}]}'),
+        ("/micro/registry/go-web/3f2a", '{"name":"go-web","nodes":[{"id":"3f2a","address":"[[2001:db8::5]]:8080"}]}'),
+        ("/micro/registry/shop-pay/a-b", '{"name":"shop/pay","nodes":[{"id":"a/b","address":"pay-0.pay:9090"}]}'),
+    ]
+    for config in (4, 6):
+        for key, value in kratos:
+            write("registration", bytes([config]) + key.encode() + b"\x00" + value.encode())
+    for key, value in micro:
+        write("registration", bytes([5]) + key.encode() + b"\x00" + value.encode())
     write("registration", b"\x00sms.rpc/\xff\xfe\x0010.0.0.5:1")
     write("registration", b"\x00sms.rpc/1\x00\xff10.0.0.5:1")
     write("registration", b"\x01\xffsvc/1\x0010.0.0.5:1")

@@ -25,11 +25,13 @@ use hickory_proto::rr::{Name, RecordType};
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
 
+use crate::config::{Format, SourceConfig};
 use crate::ops::metrics::SkipReason;
 use crate::serve::answer::{self, CLASSIC_UDP_PAYLOAD, HEADER_LEN, MAX_MESSAGE, Outcome};
 use crate::serve::handler::{self, DnsHandler};
 use crate::serve::udp::MAX_QUERY;
 use crate::source::gozero::{self, Classified, ClassifiedKey};
+use crate::source::sources::Sources;
 use crate::zone::names::{
     self, HASHED_LABEL_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_SERVICE_NAME_LEN, Patterns,
 };
@@ -641,13 +643,23 @@ pub const KEY_VALUE_CONFIGS: [(&[&str], &str); 4] = [
     ),
 ];
 
-/// Splits a fuzz input: first octet picks a [`KEY_VALUE_CONFIGS`] entry,
-/// the rest is key, NUL, value (no NUL: all key, empty value).
+/// The other formats' sources a key/value input is classified under, by
+/// the first octet after the go-zero configurations: (format, prefix,
+/// suffix).
+pub const OTHER_SOURCES: [(Format, &str, &str); 3] = [
+    (Format::Kratos, "/microservices/", ""),
+    (Format::GoMicro, "/micro/registry/", "micro"),
+    (Format::Kratos, "", "kratos"),
+];
+
+/// Splits a fuzz input: first octet picks a [`KEY_VALUE_CONFIGS`] entry
+/// (or, past them, an [`OTHER_SOURCES`] one), the rest is key, NUL,
+/// value (no NUL: all key, empty value).
 pub fn split_key_value(data: &[u8]) -> (usize, &[u8], &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return (0, &[], &[]);
     };
-    let config = usize::from(selector) % KEY_VALUE_CONFIGS.len();
+    let config = usize::from(selector) % (KEY_VALUE_CONFIGS.len() + OTHER_SOURCES.len());
     match rest.iter().position(|&b| b == 0) {
         Some(nul) => (config, &rest[..nul], &rest[nul + 1..]),
         None => (config, rest, &[]),
@@ -668,7 +680,9 @@ pub fn join_key_value(config: u8, key: &[u8], value: &[u8]) -> Vec<u8> {
 /// Classifies one fuzz input's key and value and checks the result.
 pub fn check_key_value(data: &[u8]) -> Result<(), String> {
     let (config, key, value) = split_key_value(data);
-    let (globs, zone) = KEY_VALUE_CONFIGS[config];
+    let Some(&(globs, zone)) = KEY_VALUE_CONFIGS.get(config) else {
+        return check_other_format(config - KEY_VALUE_CONFIGS.len(), key, value);
+    };
     let patterns = Patterns::new(globs).map_err(|e| format!("patterns: {e}"))?;
     let classified = gozero::classify(key, value, &patterns, zone);
     let key_only = gozero::classify_key(key, &patterns, zone);
@@ -717,6 +731,140 @@ pub fn check_key_value(data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks an endpoint (a port, a host that reaches someone, a name that
+/// makes a valid SRV target) and returns it as go-zero writes it.
+fn endpoint_value(endpoint: &Endpoint) -> Result<String, String> {
+    if endpoint.port() == 0 {
+        return Err("port 0".to_owned());
+    }
+    let value = match endpoint {
+        Endpoint::Ip { addr, port } => {
+            let unspecified = addr.is_unspecified()
+                || matches!(addr, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_unspecified()));
+            if unspecified {
+                return Err(format!("unspecified address {addr}"));
+            }
+            match addr {
+                IpAddr::V4(v4) => format!("{v4}:{port}"),
+                IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+            }
+        }
+        Endpoint::Host { name, port } => {
+            if name.is_empty() || name.len() > MAX_NAME_LEN || name.ends_with('.') {
+                return Err(format!("host name {name:?}"));
+            }
+            if name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+                return Err(format!("numeric host name {name:?}"));
+            }
+            check_labels(name).map_err(|e| format!("host {name:?}: {e}"))?;
+            // Its wire form (the SRV target) is that name.
+            let wire = host_wire(name);
+            let mut decoder = hickory_proto::serialize::binary::BinDecoder::new(&wire);
+            let decoded =
+                <Name as hickory_proto::serialize::binary::BinDecodable>::read(&mut decoder)
+                    .map_err(|e| format!("host {name:?}: wire form does not parse: {e}"))?;
+            let labels: Vec<&[u8]> = decoded.iter().collect();
+            let expected: Vec<&[u8]> = name.split('.').map(str::as_bytes).collect();
+            if labels != expected || wire.len() > 255 {
+                return Err(format!("host {name:?}: wire form reads {decoded}"));
+            }
+            format!("{name}:{port}")
+        }
+    };
+    Ok(value)
+}
+
+/// The invariants of a kratos or go-micro key/value: what it gives makes
+/// names in the zone, endpoints that reach someone, the format's SRV
+/// numbers and schemes, and a service the writer then serves at every
+/// name it promises.
+fn check_other_format(index: usize, key: &[u8], value: &[u8]) -> Result<(), String> {
+    const ZONE: &str = "svc.local";
+    let (format, prefix, suffix) = OTHER_SOURCES[index % OTHER_SOURCES.len()];
+    let config = SourceConfig {
+        format,
+        prefix: prefix.to_owned(),
+        patterns: Vec::new(),
+        suffix: suffix.to_owned(),
+    };
+    let sources = Sources::new(&[config], ZONE)?;
+    let registrations = match sources.classify(key, value) {
+        Classified::Ignored => {
+            if format == Format::Kratos && key.starts_with(prefix.as_bytes()) {
+                // A kratos key under the prefix is `<name>/<id>`: ignored
+                // only without a `/`.
+                if key[prefix.len()..].contains(&b'/') {
+                    return Err("a kratos key with a '/' ignored".to_owned());
+                }
+            }
+            return Ok(());
+        }
+        Classified::Skipped(_) => return Ok(()),
+        Classified::Registration(registration) => vec![registration],
+        Classified::Registrations(registrations) => registrations,
+    };
+    let Some(first) = registrations.first() else {
+        return Err("an empty list of registrations".to_owned());
+    };
+    if !key.starts_with(prefix.as_bytes()) {
+        return Err(format!("a registration from a key outside {prefix:?}"));
+    }
+    for r in &registrations {
+        if r.service != first.service || r.instance_id != first.instance_id {
+            return Err(format!("one key, two instances: {first:?} and {r:?}"));
+        }
+        if !crate::zone::names::is_valid_service_key(&r.service, ZONE) {
+            return Err(format!("service {:?} makes no name in the zone", r.service));
+        }
+        if !suffix.is_empty() && !r.service.ends_with(&format!(".{suffix}")) {
+            return Err(format!("service {:?} without its suffix", r.service));
+        }
+        if r.instance_id.is_empty() {
+            return Err("an empty instance id".to_owned());
+        }
+        let value = endpoint_value(&r.endpoint)?;
+        match gozero::parse_endpoint(value.as_bytes()) {
+            Ok(again) if again == r.endpoint => {}
+            other => return Err(format!("{value:?} reads back as {other:?}")),
+        }
+        match format {
+            Format::Kratos => {
+                let scheme = r.scheme.as_deref().unwrap_or("");
+                if !crate::source::kratos::SCHEMES.contains(&scheme) || r.weight == 0 {
+                    return Err(format!("kratos: scheme {scheme:?}, weight {}", r.weight));
+                }
+            }
+            _ => {
+                if (r.priority, r.weight, &r.scheme) != (SRV_PRIORITY, SRV_WEIGHT, &None) {
+                    return Err(format!("go-micro numbers: {r:?}"));
+                }
+            }
+        }
+    }
+    // The writer serves the service, and each scheme at its SRV name.
+    let store = Arc::new(ZoneStore::new(ZoneParams {
+        origin: Name::from_ascii(ZONE).map_err(|e| e.to_string())?,
+        ttl: 5,
+        negative_ttl: 5,
+        grpc: Default::default(),
+        reverse: Vec::new(),
+    }));
+    let mut writer = ZoneWriter::new(store.clone());
+    writer.set(key, registrations.clone());
+    writer.publish();
+    let snapshot = store.load();
+    for r in &registrations {
+        let scheme = r.scheme.as_deref().unwrap_or("grpc");
+        for name in [r.service.clone(), format!("_{scheme}._tcp.{}", r.service)] {
+            match snapshot.lookup_relative(&name) {
+                crate::zone::Lookup::Service(_) | crate::zone::Lookup::SchemeService(..) => {}
+                other => return Err(format!("{name:?} looks up as {other:?}")),
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_registration(
     registration: &Registration,
     key: &[u8],
@@ -756,44 +904,7 @@ fn check_registration(
     }
     check_labels(service).map_err(|e| format!("service {service:?}: {e}"))?;
 
-    // The endpoint: a port, a host that reaches someone.
-    if endpoint.port() == 0 {
-        return Err("port 0".to_owned());
-    }
-    let value = match endpoint {
-        Endpoint::Ip { addr, port } => {
-            let unspecified = addr.is_unspecified()
-                || matches!(addr, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_unspecified()));
-            if unspecified {
-                return Err(format!("unspecified address {addr}"));
-            }
-            match addr {
-                IpAddr::V4(v4) => format!("{v4}:{port}"),
-                IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-            }
-        }
-        Endpoint::Host { name, port } => {
-            if name.is_empty() || name.len() > MAX_NAME_LEN || name.ends_with('.') {
-                return Err(format!("host name {name:?}"));
-            }
-            if name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-                return Err(format!("numeric host name {name:?}"));
-            }
-            check_labels(name).map_err(|e| format!("host {name:?}: {e}"))?;
-            // Its wire form (the SRV target) is that name.
-            let wire = host_wire(name);
-            let mut decoder = hickory_proto::serialize::binary::BinDecoder::new(&wire);
-            let decoded =
-                <Name as hickory_proto::serialize::binary::BinDecodable>::read(&mut decoder)
-                    .map_err(|e| format!("host {name:?}: wire form does not parse: {e}"))?;
-            let labels: Vec<&[u8]> = decoded.iter().collect();
-            let expected: Vec<&[u8]> = name.split('.').map(str::as_bytes).collect();
-            if labels != expected || wire.len() > 255 {
-                return Err(format!("host {name:?}: wire form reads {decoded}"));
-            }
-            format!("{name}:{port}")
-        }
-    };
+    let value = endpoint_value(endpoint)?;
     // What go-zero would write for this endpoint parses back to it.
     match gozero::classify(key, value.as_bytes(), patterns, zone) {
         Classified::Registration(again) if again == *registration => {}
