@@ -71,6 +71,7 @@ fn registration(s: u64, k: u64, port: u16) -> Registration {
         priority: rpcdns::zone::SRV_PRIORITY,
         weight: rpcdns::zone::SRV_WEIGHT,
         scheme: None,
+        source: 0,
     }
 }
 

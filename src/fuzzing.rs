@@ -880,6 +880,7 @@ fn check_registration(
         priority,
         weight,
         scheme,
+        source: _,
     } = registration;
     // go-zero carries no priority, weight or scheme: the SPEC's.
     if (*priority, *weight, scheme) != (SRV_PRIORITY, SRV_WEIGHT, &None) {

@@ -229,6 +229,9 @@ pub struct SourceConfig {
     pub suffix: String,
 }
 
+/// The most sources one config may list.
+pub const MAX_SOURCES: usize = 16;
+
 /// The registration formats rpcdns reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

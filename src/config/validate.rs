@@ -235,6 +235,12 @@ fn sources_config(
     if entries.is_empty() {
         return Err(site.error("expected at least one source, found an empty list"));
     }
+    if entries.len() > MAX_SOURCES {
+        return Err(site.error(format!(
+            "expected at most {MAX_SOURCES} sources, found {}",
+            entries.len()
+        )));
+    }
     let mut sources: Vec<SourceConfig> = Vec::with_capacity(entries.len());
     for (i, entry) in entries.into_iter().enumerate() {
         let key = format!("sources[{i}]");

@@ -98,6 +98,7 @@ pub fn classify(key: &[u8], value: &[u8], prefix: &[u8]) -> Classified {
         priority: SRV_PRIORITY,
         weight: SRV_WEIGHT,
         scheme: None,
+        source: 0,
     })
 }
 

@@ -73,6 +73,7 @@ pub fn classify(key: &[u8], value: &[u8], patterns: &Patterns, zone: &str) -> Cl
             priority: SRV_PRIORITY,
             weight: SRV_WEIGHT,
             scheme: None,
+            source: 0,
         }),
         Err(reason) => Classified::Skipped(reason),
     }
@@ -288,6 +289,7 @@ mod tests {
                 priority: 0,
                 weight: 10,
                 scheme: None,
+                source: 0,
             }
         );
         assert_eq!(r.endpoint.port(), 8001);

@@ -103,6 +103,7 @@ pub fn classify(key: &[u8], value: &[u8], prefix: &[u8]) -> Classified {
             priority: SRV_PRIORITY,
             weight,
             scheme: Some(scheme.into()),
+            source: 0,
         });
     }
     if registrations.is_empty() {

@@ -79,7 +79,7 @@ impl Sources {
 
     /// Classifies one key/value: the first source that recognises it.
     pub fn classify(&self, key: &[u8], value: &[u8]) -> Classified {
-        for source in &self.sources {
+        for (index, source) in self.sources.iter().enumerate() {
             if !key.starts_with(&source.prefix) {
                 continue;
             }
@@ -94,14 +94,14 @@ impl Sources {
             match classified {
                 Classified::Ignored => continue,
                 Classified::Registration(mut registration) => {
-                    if let Err(reason) = self.place(source, &mut registration) {
+                    if let Err(reason) = self.place(index, source, &mut registration) {
                         return Classified::Skipped(reason);
                     }
                     return Classified::Registration(registration);
                 }
                 Classified::Registrations(mut registrations) => {
                     for registration in &mut registrations {
-                        if let Err(reason) = self.place(source, registration) {
+                        if let Err(reason) = self.place(index, source, registration) {
                             return Classified::Skipped(reason);
                         }
                     }
@@ -113,10 +113,18 @@ impl Sources {
         Classified::Ignored
     }
 
-    /// Puts a source's registration under its suffix, and checks that its
+    /// Marks a registration with its source's place in the list, puts it
+    /// under the source's suffix, and checks that its
     /// service makes a name in the zone. go-zero checks its service keys
     /// itself (against the zone with the suffix).
-    fn place(&self, source: &Source, registration: &mut Registration) -> Result<(), SkipReason> {
+    fn place(
+        &self,
+        index: usize,
+        source: &Source,
+        registration: &mut Registration,
+    ) -> Result<(), SkipReason> {
+        // Config validation keeps the list far below 256.
+        registration.source = u8::try_from(index).unwrap_or(u8::MAX);
         if !source.suffix.is_empty() {
             registration.service = format!("{}.{}", registration.service, source.suffix);
         }

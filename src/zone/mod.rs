@@ -99,6 +99,9 @@ pub struct Registration {
     /// its SRV records are then at `_<scheme>._tcp.<service>`. `None` is
     /// gRPC (`_grpc._tcp`), as for go-zero.
     pub scheme: Option<Box<str>>,
+    /// The place of its source in the configured list: when two sources
+    /// give one service name, the first source's instances are served.
+    pub source: u8,
 }
 
 // ---------------------------------------------------------------------------
@@ -278,6 +281,7 @@ pub(crate) mod testing {
             priority: SRV_PRIORITY,
             weight: SRV_WEIGHT,
             scheme: None,
+            source: 0,
         }
     }
 }
@@ -449,6 +453,40 @@ mod tests {
             writer.remove(key),
             ServiceChange::Disappeared("hello".to_owned())
         );
+    }
+
+    /// A name two sources give is the first source's: the other's
+    /// instances are counted in /debug/zone, and served once the first
+    /// source's are gone.
+    #[test]
+    fn a_name_two_sources_give_is_the_first_sources() {
+        let store = store();
+        let mut writer = ZoneWriter::new(store.clone());
+        let mut theirs = reg("greeter", "n1", "10.0.0.9:9090");
+        theirs.source = 1;
+        writer.upsert(b"/micro/registry/greeter/n1", theirs);
+        writer.upsert(b"greeter/1", reg("greeter", "1", "10.0.0.1:8001"));
+        writer.publish();
+        let snap = store.load();
+        let Some(Lookup::Service(greeter)) = snap.lookup(&name("greeter.svc.local.")) else {
+            panic!("greeter not found");
+        };
+        assert_eq!((greeter.instance_count(), greeter.srv().count()), (1, 1));
+        let json = snap.debug_json();
+        let service = &json["services"][0];
+        assert_eq!(
+            (service["source"].as_u64(), service["shadowed"].as_u64()),
+            (Some(0), Some(1))
+        );
+        // The first source's instance goes: the other's is served.
+        writer.remove(b"greeter/1");
+        writer.publish();
+        let snap = store.load();
+        let Some(Lookup::Service(greeter)) = snap.lookup(&name("greeter.svc.local.")) else {
+            panic!("greeter not found");
+        };
+        assert_eq!(greeter.instance("n1").map(|i| i.id()), Some("n1"));
+        assert_eq!(snap.debug_json()["services"][0]["source"].as_u64(), Some(1));
     }
 
     #[test]

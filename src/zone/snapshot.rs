@@ -111,6 +111,10 @@ pub struct Service {
     pub(super) schemes: Box<[SchemeSet]>,
     /// Whether the instances of one scheme listen on several ports.
     pub(super) mixed_ports: bool,
+    /// The place in the configured list of the source it is served from.
+    pub(super) source: u8,
+    /// Endpoints other sources registered under its name: not served.
+    pub(super) shadowed: u32,
     /// One port name per distinct port, by port number.
     pub(super) ports: Box<[PortName]>,
     /// The gRPC service config at `_grpc_config.<service>` (and at its
@@ -553,6 +557,8 @@ impl ZoneSnapshot {
                     "ports": ports,
                     "several_ports": service.has_several_ports(),
                     "schemes": service.schemes.iter().map(|set| &*set.scheme).collect::<Vec<_>>(),
+                    "source": service.source,
+                    "shadowed": service.shadowed,
                     "grpc_config": grpc_config,
                 })
             })

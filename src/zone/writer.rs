@@ -106,6 +106,7 @@ impl ZoneWriter {
                 priority: r.priority,
                 weight: r.weight,
                 scheme: r.scheme,
+                source: r.source,
             })
             .collect();
         let service_key: Arc<str> = match self.services.get_key_value(service.as_str()) {
@@ -355,8 +356,16 @@ impl ZoneWriter {
         // Ports first: a port name keeps its label, and an instance whose
         // id would give the same label takes its hashed one (as when a
         // service name and an instance name coincide, SPEC §3).
+        // A name given by several sources is the first source's: the
+        // others' instances are counted, not served.
+        let source = instances.values().map(|m| m.source).min().unwrap_or(0);
+        let shadowed = instances.values().filter(|m| m.source != source).count();
+        let instances: Vec<(&MemberKey, &Member)> = instances
+            .iter()
+            .filter(|(_, m)| m.source == source)
+            .collect();
         let mut per_port: BTreeMap<u16, u32> = BTreeMap::new();
-        for member in instances.values() {
+        for (_, member) in &instances {
             *per_port.entry(member.endpoint.port()).or_default() += 1;
         }
         let several = per_port.len() > 1;
@@ -505,6 +514,8 @@ impl ZoneWriter {
             srv,
             glue: glue.finish(),
             mixed_ports: schemes.values().any(|set| set.ports.len() > 1),
+            source,
+            shadowed: u32::try_from(shadowed).unwrap_or(u32::MAX),
             schemes: schemes.into_values().map(SchemeBuilder::finish).collect(),
             ports: ports.into_values().map(PortBuilder::finish).collect(),
             grpc_config: self.staged.params.grpc.for_service(key),
@@ -545,6 +556,8 @@ struct Member {
     /// The protocol of the endpoint (`http`): its SRV records are at
     /// `_<scheme>._tcp.<service>`; `None` is gRPC, as go-zero's are.
     scheme: Option<Box<str>>,
+    /// Its source's place in the configured list.
+    source: u8,
     endpoint: Endpoint,
     priority: u16,
     weight: u16,
