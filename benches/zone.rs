@@ -72,6 +72,7 @@ fn registration(s: u64, k: u64, port: u16) -> Registration {
         weight: rpcdns::zone::SRV_WEIGHT,
         scheme: None,
         source: 0,
+        metadata: Vec::new(),
     }
 }
 

@@ -881,9 +881,10 @@ fn check_registration(
         weight,
         scheme,
         source: _,
+        metadata,
     } = registration;
-    // go-zero carries no priority, weight or scheme: the SPEC's.
-    if (*priority, *weight, scheme) != (SRV_PRIORITY, SRV_WEIGHT, &None) {
+    // go-zero carries no priority, weight, scheme or metadata: the SPEC's.
+    if (*priority, *weight, scheme) != (SRV_PRIORITY, SRV_WEIGHT, &None) || !metadata.is_empty() {
         return Err(format!(
             "priority {priority}, weight {weight}, scheme {scheme:?}"
         ));

@@ -542,6 +542,14 @@ fn choose(lookup: Lookup<'_>, qtype: u16) -> Answer<'_> {
             _ => Answer::NoData,
         },
         Lookup::Instance(_, instance) => match instance.endpoint() {
+            Endpoint::Ip { .. } if qtype == TXT => match instance.txt() {
+                Some(txt) => Answer::Set {
+                    rrs: txt,
+                    rotation: 0,
+                    glue: None,
+                },
+                None => Answer::NoData,
+            },
             Endpoint::Ip { addr, .. } => {
                 let (rtype, octets) = address_rdata(addr);
                 if qtype == rtype || qtype == ANY {

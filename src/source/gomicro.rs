@@ -47,6 +47,8 @@ struct Node {
     id: String,
     #[serde(default)]
     address: String,
+    #[serde(default)]
+    metadata: Option<std::collections::HashMap<String, String>>,
 }
 
 /// The name go-micro's broker registers its subscriptions under.
@@ -99,6 +101,12 @@ pub fn classify(key: &[u8], value: &[u8], prefix: &[u8]) -> Classified {
         weight: SRV_WEIGHT,
         scheme: None,
         source: 0,
+        metadata: node
+            .metadata
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
     })
 }
 

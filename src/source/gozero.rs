@@ -74,6 +74,7 @@ pub fn classify(key: &[u8], value: &[u8], patterns: &Patterns, zone: &str) -> Cl
             weight: SRV_WEIGHT,
             scheme: None,
             source: 0,
+            metadata: Vec::new(),
         }),
         Err(reason) => Classified::Skipped(reason),
     }
@@ -290,6 +291,7 @@ mod tests {
                 weight: 10,
                 scheme: None,
                 source: 0,
+                metadata: Vec::new(),
             }
         );
         assert_eq!(r.endpoint.port(), 8001);

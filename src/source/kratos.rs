@@ -85,6 +85,12 @@ pub fn classify(key: &[u8], value: &[u8], prefix: &[u8]) -> Classified {
         .filter(|&w| w > 0)
         .map_or(DEFAULT_WEIGHT, |w| w.min(i64::from(u16::MAX)) as u16);
     let service = instance.name.to_ascii_lowercase();
+    let metadata: Vec<(String, String)> = instance
+        .metadata
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let mut registrations: Vec<Registration> = Vec::new();
     let mut seen: Vec<(&'static str, Endpoint)> = Vec::new();
     for text in instance.endpoints.iter().flatten() {
@@ -104,6 +110,7 @@ pub fn classify(key: &[u8], value: &[u8], prefix: &[u8]) -> Classified {
             weight,
             scheme: Some(scheme.into()),
             source: 0,
+            metadata: metadata.clone(),
         });
     }
     if registrations.is_empty() {

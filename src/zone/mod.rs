@@ -102,6 +102,9 @@ pub struct Registration {
     /// The place of its source in the configured list: when two sources
     /// give one service name, the first source's instances are served.
     pub source: u8,
+    /// The instance's metadata (kratos, go-micro), served as TXT
+    /// `key=value` strings at its instance name.
+    pub metadata: Vec<(String, String)>,
 }
 
 // ---------------------------------------------------------------------------
@@ -282,6 +285,7 @@ pub(crate) mod testing {
             weight: SRV_WEIGHT,
             scheme: None,
             source: 0,
+            metadata: Vec::new(),
         }
     }
 }

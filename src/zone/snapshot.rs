@@ -36,6 +36,9 @@ pub struct Instance {
     pub(super) endpoint: Endpoint,
     pub(super) priority: u16,
     pub(super) weight: u16,
+    /// Its metadata as one TXT record at its name, owner pointing at the
+    /// question.
+    pub(super) txt: Option<Box<WireRrs>>,
 }
 
 impl Instance {
@@ -57,6 +60,11 @@ impl Instance {
 
     pub fn weight(&self) -> u16 {
         self.weight
+    }
+
+    /// The TXT record of its metadata, if it has any.
+    pub fn txt(&self) -> Option<&WireRrs> {
+        self.txt.as_deref()
     }
 }
 

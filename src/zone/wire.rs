@@ -136,6 +136,29 @@ impl WireRrs {
     }
 }
 
+/// The most octets of metadata TXT RDATA an instance gets: with its
+/// question and header, the answer fits a 1232-octet EDNS response.
+pub const MAX_METADATA_TXT: usize = 1000;
+
+/// An instance's metadata as TXT RDATA: one `key=value` character-string
+/// per entry, sorted by key; entries over 255 octets, or past
+/// [`MAX_METADATA_TXT`] in all, are left out; `None` for none.
+pub fn metadata_txt(metadata: &[(String, String)]) -> Option<Box<[u8]>> {
+    let mut entries: Vec<&(String, String)> =
+        metadata.iter().filter(|(k, _)| !k.is_empty()).collect();
+    entries.sort();
+    let mut rdata = Vec::new();
+    for (key, value) in entries {
+        let text = format!("{key}={value}");
+        if text.len() > 255 || rdata.len() + 1 + text.len() > MAX_METADATA_TXT {
+            continue;
+        }
+        rdata.push(text.len() as u8);
+        rdata.extend_from_slice(text.as_bytes());
+    }
+    (!rdata.is_empty()).then(|| rdata.into_boxed_slice())
+}
+
 /// Builds a [`WireRrs`] one record at a time.
 #[derive(Debug, Default)]
 pub(crate) struct WireBuilder {
@@ -283,5 +306,34 @@ mod tests {
         assert_eq!(first[12..16], [10, 0, 0, 2], "starts at record 4 % 3 = 1");
         assert_eq!(second[12..16], [10, 0, 0, 1]);
         assert_eq!(WireRrs::default().rotated(7), (&[][..], &[][..]));
+    }
+}
+
+#[cfg(test)]
+mod metadata_tests {
+    use super::*;
+
+    fn pairs(entries: &[(&str, &str)]) -> Vec<(String, String)> {
+        entries
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn metadata_is_sorted_key_value_strings_within_the_cap() {
+        let txt = metadata_txt(&pairs(&[("zone", "sh-a"), ("weight", "20"), ("", "x")])).unwrap();
+        assert_eq!(&txt[..], b"\x09weight=20\x09zone=sh-a");
+        assert_eq!(metadata_txt(&[]), None);
+        assert_eq!(metadata_txt(&pairs(&[("", "only an empty key")])), None);
+        // An entry over 255 octets is left out; so is what passes the cap.
+        let long = "v".repeat(300);
+        let txt = metadata_txt(&pairs(&[("a", &long), ("b", "1")])).unwrap();
+        assert_eq!(&txt[..], b"\x03b=1");
+        let many: Vec<(String, String)> = (0..100)
+            .map(|i| (format!("key{i:03}"), "v".repeat(20)))
+            .collect();
+        let txt = metadata_txt(&many).unwrap();
+        assert!(txt.len() <= MAX_METADATA_TXT && txt.len() > MAX_METADATA_TXT - 30);
     }
 }

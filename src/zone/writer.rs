@@ -9,7 +9,8 @@ use std::sync::atomic::AtomicUsize;
 use super::names::{self, port_label, port_of_label};
 use super::snapshot::{Instance, PortName, PortSets, SchemeSet, Service, ZoneSnapshot, ZoneStore};
 use super::wire::{
-    QNAME_OFFSET, WireBuilder, WireRrs, address_rdata, host_wire, label_wire, pointer, rrtype,
+    QNAME_OFFSET, WireBuilder, WireRrs, address_rdata, host_wire, label_wire, metadata_txt,
+    pointer, rrtype,
 };
 use super::{Endpoint, Registration};
 
@@ -107,6 +108,7 @@ impl ZoneWriter {
                 weight: r.weight,
                 scheme: r.scheme,
                 source: r.source,
+                txt: metadata_txt(&r.metadata),
             })
             .collect();
         let service_key: Arc<str> = match self.services.get_key_value(service.as_str()) {
@@ -428,6 +430,11 @@ impl ZoneWriter {
                         endpoint: endpoint.clone(),
                         priority: member.priority,
                         weight: member.weight,
+                        txt: member.txt.as_ref().map(|rdata| {
+                            let mut txt = WireBuilder::default();
+                            txt.push(&[&at_question], rrtype::TXT, ttl, &[rdata]);
+                            Box::new(txt.finish())
+                        }),
                     });
                     current = Some((etcd_key, at));
                     current_ports.clear();
@@ -558,6 +565,8 @@ struct Member {
     scheme: Option<Box<str>>,
     /// Its source's place in the configured list.
     source: u8,
+    /// Its metadata as TXT RDATA.
+    txt: Option<Box<[u8]>>,
     endpoint: Endpoint,
     priority: u16,
     weight: u16,

@@ -243,6 +243,22 @@ async fn kratos_instances_with_an_srv_name_per_scheme() {
         a_of(&query_udp(dns, first, RecordType::A, None).answers),
         vec!["10.0.0.5".parse::<std::net::Ipv4Addr>().unwrap()]
     );
+    // Metadata is TXT at the instance name; none, no data.
+    let txt = query_udp(dns, "v6.helloworld.svc.local.", RecordType::TXT, None);
+    let texts: Vec<String> = txt
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::TXT(t) => Some(t.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, vec!["weight=20".to_owned()]);
+    let none = query_udp(dns, first, RecordType::TXT, None);
+    assert!(
+        none.answers.is_empty()
+            && none.metadata.response_code == hickory_proto::op::ResponseCode::NoError
+    );
     // No scheme that the service has not: NXDOMAIN.
     let none = query_udp(
         dns,
