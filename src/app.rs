@@ -143,6 +143,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         log: LogConfig { .. },
         grpc,
         sources,
+        overlay,
     } = config;
     raise_open_file_limit();
     let listeners = Listeners::bind(&dns, &http).await?;
@@ -153,7 +154,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         signal_token.cancel();
         result
     });
-    let result = serve(etcd, dns, grpc, sources, listeners, shutdown.clone()).await;
+    let result = serve(
+        etcd,
+        dns,
+        grpc,
+        (sources, overlay),
+        listeners,
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
     signals.abort();
     result
@@ -205,7 +214,7 @@ pub async fn serve(
     mut etcd_config: EtcdConfig,
     dns: DnsConfig,
     grpc: GrpcConfig,
-    sources: Vec<SourceConfig>,
+    (sources, overlay): (Vec<SourceConfig>, Option<String>),
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
@@ -237,7 +246,10 @@ pub async fn serve(
     let store = Arc::new(ZoneStore::new(params));
     let status = Arc::new(SyncStatus::new());
     let metrics = Arc::new(Metrics::new());
-    let sources = Sources::new(&sources, &origin_text).map_err(RunError::Pattern)?;
+    let mut sources = Sources::new(&sources, &origin_text).map_err(RunError::Pattern)?;
+    if let Some(prefix) = &overlay {
+        sources = sources.with_overlay(prefix);
+    }
     // One read and watch for every source: over what their prefixes share.
     etcd_config.prefix = sources.watch_prefix();
 

@@ -802,6 +802,8 @@ fn check_other_format(index: usize, key: &[u8], value: &[u8]) -> Result<(), Stri
         Classified::Skipped(_) => return Ok(()),
         Classified::Registration(registration) => vec![registration],
         Classified::Registrations(registrations) => registrations,
+        // These sources have no overlay.
+        Classified::Overlay(_) => return Err("an overlay without an overlay prefix".to_owned()),
     };
     let Some(first) = registrations.first() else {
         return Err("an empty list of registrations".to_owned());

@@ -134,6 +134,9 @@ pub struct Config {
     /// `sources` list: go-zero alone, from `etcd.prefix` and
     /// `etcd.patterns`.
     pub sources: Vec<SourceConfig>,
+    /// The key prefix of the overlay (weights, priorities and service
+    /// configs for registrations that carry none); `None`: off.
+    pub overlay: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -444,6 +447,9 @@ impl Config {
                 ));
             }
         }
+        out.push_str("overlay:\n");
+        let prefix = self.overlay.as_deref().map_or("null".to_owned(), quote);
+        yaml_kv(&mut out, "prefix", &prefix);
         out.push_str("sources:\n");
         for source in &self.sources {
             out.push_str(&format!("  - format: {}\n", source.format.as_str()));

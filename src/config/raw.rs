@@ -117,7 +117,7 @@ impl<'de> Visitor<'de> for RawValueVisitor {
 
 pub(super) type Leaf = Option<Spanned<RawValue>>;
 
-pub(super) const ROOT_KEYS: &[&str] = &["etcd", "dns", "http", "log", "grpc", "sources"];
+pub(super) const ROOT_KEYS: &[&str] = &["etcd", "dns", "http", "log", "grpc", "sources", "overlay"];
 pub(super) const ETCD_KEYS: &[&str] = &[
     "endpoints",
     "prefix",
@@ -151,6 +151,7 @@ pub(super) const HTTP_KEYS: &[&str] = &["listen"];
 pub(super) const LOG_KEYS: &[&str] = &["level", "format"];
 pub(super) const GRPC_KEYS: &[&str] = &["service_config", "overrides"];
 pub(super) const SOURCE_KEYS: &[&str] = &["format", "prefix", "patterns", "suffix"];
+pub(super) const OVERLAY_KEYS: &[&str] = &["prefix"];
 pub(super) const GRPC_OVERRIDE_KEYS: &[&str] = &["pattern", "service_config"];
 
 /// Maps the key list in serde's "unknown field" error back to the section it
@@ -168,6 +169,7 @@ fn section_of(expected: &[&str]) -> Option<&'static str> {
         (GRPC_KEYS, "grpc."),
         (GRPC_OVERRIDE_KEYS, "grpc.overrides[]."),
         (SOURCE_KEYS, "sources[]."),
+        (OVERLAY_KEYS, "overlay."),
     ]
     .into_iter()
     .find(|(keys, _)| *keys == expected)
@@ -178,7 +180,7 @@ fn section_of(expected: &[&str]) -> Option<&'static str> {
 #[derive(Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with the sections etcd, dns, http, log, grpc and sources"
+    expecting = "a mapping with the sections etcd, dns, http, log, grpc, sources and overlay"
 )]
 pub(super) struct RawConfig {
     pub(super) etcd: Option<RawEtcd>,
@@ -187,6 +189,16 @@ pub(super) struct RawConfig {
     pub(super) log: Option<RawLog>,
     pub(super) grpc: Option<RawGrpc>,
     pub(super) sources: Option<Spanned<Option<Vec<Spanned<RawSource>>>>>,
+    pub(super) overlay: Option<RawOverlay>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "the overlay section: a mapping of prefix"
+)]
+pub(super) struct RawOverlay {
+    pub(super) prefix: Leaf,
 }
 
 #[derive(Deserialize)]

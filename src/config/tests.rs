@@ -172,6 +172,8 @@ fn every_key_of_every_section_appears_in_the_example() {
         .chain(LOG_KEYS)
         .chain(GRPC_KEYS)
         .chain(GRPC_OVERRIDE_KEYS)
+        .chain(SOURCE_KEYS)
+        .chain(OVERLAY_KEYS)
     {
         assert!(text.contains(&format!("{key}:")), "{key} is not documented");
     }
@@ -1111,4 +1113,23 @@ fn bad_sources_name_the_key_and_line() {
         assert_eq!((e.key(), e.line()), (Some(key), Some(line)), "{text}: {e}");
         assert!(e.to_string().contains(says), "{text}: {e}");
     }
+}
+
+#[test]
+fn the_overlay_is_off_unless_it_has_a_prefix() {
+    assert_eq!(Config::default().overlay, None);
+    let config = parse("overlay:\n  prefix: /rpcdns/overlay/\n").unwrap();
+    assert_eq!(config.overlay.as_deref(), Some("/rpcdns/overlay/"));
+    assert_eq!(
+        parse(&config.to_redacted_yaml()).unwrap().overlay,
+        config.overlay
+    );
+    let e = err("overlay:\n  prefix: \"\"\n");
+    assert_eq!(
+        (e.key(), e.line()),
+        (Some("overlay.prefix"), Some(2)),
+        "{e}"
+    );
+    let e = err("overlay:\n  prefx: x\n");
+    assert_eq!(e.key(), Some("overlay.prefx"), "{e}");
 }

@@ -196,6 +196,7 @@ pub(super) fn build(text: Option<(&str, &str)>, cli: &Cli) -> Result<Config, Con
         log,
         grpc,
         sources,
+        overlay,
     } = raw;
     let etcd = etcd_config(&src, cli, etcd.unwrap_or_default())?;
     let dns = dns_config(&src, cli, dns.unwrap_or_default())?;
@@ -203,6 +204,10 @@ pub(super) fn build(text: Option<(&str, &str)>, cli: &Cli) -> Result<Config, Con
     let log = log_config(&src, cli, log.unwrap_or_default())?;
     let grpc = grpc_config(&src, grpc.unwrap_or_default())?;
     let sources = sources_config(&src, &etcd, sources)?;
+    let overlay = match src.scalar("overlay.prefix", None, &overlay.unwrap_or_default().prefix) {
+        Some(item) => Some(non_empty_string(&item)?.to_owned()),
+        None => None,
+    };
     Ok(Config {
         etcd,
         dns,
@@ -210,6 +215,7 @@ pub(super) fn build(text: Option<(&str, &str)>, cli: &Cli) -> Result<Config, Con
         log,
         grpc,
         sources,
+        overlay,
     })
 }
 

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::ops::metrics::SkipReason;
 use crate::zone::names::{MAX_LABEL_LEN, MAX_NAME_LEN, Patterns, is_valid_service_key};
-use crate::zone::{Endpoint, Registration, SRV_PRIORITY, SRV_WEIGHT};
+use crate::zone::{Endpoint, Overlay, OverlayTarget, Registration, SRV_PRIORITY, SRV_WEIGHT};
 
 // ===== Limits ===============================================================
 
@@ -34,6 +34,8 @@ pub enum Classified {
     /// One registration per endpoint of one instance (kratos), in one
     /// service, never empty.
     Registrations(Vec<Registration>),
+    /// An overlay key: settings for a service or an instance.
+    Overlay(Box<(OverlayTarget, Overlay)>),
 }
 
 /// What a key alone is to rpcdns: enough to withdraw an instance on a

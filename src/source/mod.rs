@@ -20,5 +20,6 @@ pub mod etcd;
 pub mod gomicro;
 pub mod gozero;
 pub mod kratos;
+pub mod overlay;
 pub mod sources;
 pub mod watcher;

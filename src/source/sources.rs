@@ -11,7 +11,7 @@
 use crate::config::{Format, SourceConfig};
 use crate::ops::metrics::SkipReason;
 use crate::source::gozero::{self, Classified};
-use crate::source::{gomicro, kratos};
+use crate::source::{gomicro, kratos, overlay};
 use crate::zone::Registration;
 use crate::zone::names::{Patterns, is_valid_service_key};
 
@@ -28,6 +28,8 @@ struct Source {
 #[derive(Debug, Clone)]
 pub struct Sources {
     sources: Vec<Source>,
+    /// Where the overlay's keys are, if it is on.
+    overlay: Option<Vec<u8>>,
     /// The apex without its trailing dot.
     zone: String,
 }
@@ -53,17 +55,29 @@ impl Sources {
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Self {
             sources,
+            overlay: None,
             zone: zone.to_owned(),
         })
     }
 
+    /// Reads the overlay's keys under `prefix` too (before any source).
+    pub fn with_overlay(mut self, prefix: &str) -> Self {
+        self.overlay = Some(prefix.as_bytes().to_vec());
+        self
+    }
+
     /// What the sources read: the longest prefix common to all of theirs.
     pub fn watch_prefix(&self) -> String {
-        let mut common: &[u8] = self.sources.first().map_or(&[], |s| &s.prefix);
-        for source in &self.sources[1..] {
+        let mut prefixes = self
+            .sources
+            .iter()
+            .map(|s| s.prefix.as_slice())
+            .chain(self.overlay.as_deref());
+        let mut common: &[u8] = prefixes.next().unwrap_or(&[]);
+        for prefix in prefixes {
             let shared = common
                 .iter()
-                .zip(&source.prefix)
+                .zip(prefix)
                 .take_while(|(a, b)| a == b)
                 .count();
             common = &common[..shared];
@@ -79,6 +93,11 @@ impl Sources {
 
     /// Classifies one key/value: the first source that recognises it.
     pub fn classify(&self, key: &[u8], value: &[u8]) -> Classified {
+        if let Some(prefix) = &self.overlay
+            && key.starts_with(prefix)
+        {
+            return overlay::classify(key, value, prefix);
+        }
         for (index, source) in self.sources.iter().enumerate() {
             if !key.starts_with(&source.prefix) {
                 continue;

@@ -68,9 +68,16 @@ impl Watcher {
                     log_change(&change);
                     self.status.clear_skip(&key);
                 }
+                Classified::Overlay(overlay) => {
+                    let (target, overlay) = *overlay;
+                    self.writer.set_overlay(&key, target, overlay);
+                    self.status.clear_skip(&key);
+                }
                 Classified::Skipped(reason) => {
                     // SPEC §5: "A value that turns bad withdraws the
                     // instance: DNS never goes on serving the old value."
+                    // (An overlay that turns bad stops applying.)
+                    self.writer.remove_overlay(&key);
                     let change = self.writer.remove(&key);
                     log_change(&change);
                     if self.status.record_skip(&key, reason.as_str(), mod_revision) {
@@ -89,6 +96,7 @@ impl Watcher {
                 Classified::Ignored => {}
             },
             KvEvent::Delete { key, .. } => {
+                self.writer.remove_overlay(&key);
                 let change = self.writer.remove(&key);
                 log_change(&change);
                 self.status.clear_skip(&key);
@@ -108,6 +116,7 @@ impl SyncSink for Watcher {
             .map(|skipped| (skipped.key, skipped.reason))
             .collect();
         let mut registrations = Vec::with_capacity(kvs.len());
+        let mut overlays = Vec::new();
         let mut skipped = BTreeMap::new();
         for (key, value) in kvs {
             match self.sources.classify(&key, &value) {
@@ -115,6 +124,7 @@ impl SyncSink for Watcher {
                     registrations.push((key, vec![registration]));
                 }
                 Classified::Registrations(several) => registrations.push((key, several)),
+                Classified::Overlay(overlay) => overlays.push((key, *overlay)),
                 Classified::Skipped(reason) => {
                     let entry = SkippedKey {
                         key: String::from_utf8_lossy(&key).into_owned(),
@@ -137,6 +147,9 @@ impl SyncSink for Watcher {
             }
         }
         let (services, instances) = self.writer.replace_all(registrations);
+        for (key, (target, overlay)) in overlays {
+            self.writer.set_overlay(&key, target, overlay);
+        }
         self.writer.set_revision(revision);
         log_ports(&self.writer.publish(), &self.zone);
         self.status.replace_skipped(skipped);

@@ -107,6 +107,37 @@ pub struct Registration {
     pub metadata: Vec<(String, String)>,
 }
 
+/// What an overlay key sets for a service or for one of its instances
+/// (go-zero registrations carry none of it themselves); unset fields
+/// leave the registration's own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Overlay {
+    pub priority: Option<u16>,
+    pub weight: Option<u16>,
+    /// A service's gRPC service config: `Some(None)` for no record.
+    pub service_config: Option<Option<service_config::ServiceConfig>>,
+}
+
+/// What an overlay key applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OverlayTarget {
+    /// Every instance of a service (its key, lower-cased).
+    Service(String),
+    /// One instance: its service and its id as registered.
+    Instance {
+        service: String,
+        instance_id: String,
+    },
+}
+
+impl OverlayTarget {
+    pub fn service(&self) -> &str {
+        match self {
+            OverlayTarget::Service(service) | OverlayTarget::Instance { service, .. } => service,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Parameters
 // ---------------------------------------------------------------------------

@@ -532,7 +532,7 @@ pub struct ServiceConfigTxt {
 }
 
 impl ServiceConfigTxt {
-    fn new(config: ServiceConfig, ttl: u32) -> Arc<ServiceConfigTxt> {
+    pub(crate) fn new(config: ServiceConfig, ttl: u32) -> Arc<ServiceConfigTxt> {
         let mut txt = WireBuilder::default();
         txt.push(
             &[&pointer(QNAME_OFFSET)],

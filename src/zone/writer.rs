@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use super::names::{self, port_label, port_of_label};
+use super::service_config::ServiceConfigTxt;
 use super::snapshot::{Instance, PortName, PortSets, SchemeSet, Service, ZoneSnapshot, ZoneStore};
 use super::wire::{
     QNAME_OFFSET, WireBuilder, WireRrs, address_rdata, host_wire, label_wire, metadata_txt,
     pointer, rrtype,
 };
-use super::{Endpoint, Registration};
+use super::{Endpoint, Overlay, OverlayTarget, Registration};
 
 // ---------------------------------------------------------------------------
 // Writer
@@ -49,6 +50,9 @@ pub struct ZoneWriter {
     /// a deleted key finds its service. Both sides share their allocation
     /// with `services`. go-zero keys, the bulk at scale, need no entry.
     keys: HashMap<Arc<[u8]>, Arc<str>>,
+    /// Overlay key → what it applies to, and the settings by target.
+    overlay_keys: HashMap<Box<[u8]>, OverlayTarget>,
+    overlays: HashMap<OverlayTarget, Overlay>,
     /// Services touched since the last publish.
     dirty: HashSet<String>,
     /// Services last reported on several ports ([`PortsChange`]); kept
@@ -71,6 +75,8 @@ impl ZoneWriter {
             store,
             services: HashMap::new(),
             keys: HashMap::new(),
+            overlay_keys: HashMap::new(),
+            overlays: HashMap::new(),
             dirty: HashSet::new(),
             several_ports: HashSet::new(),
             ptr_names: HashMap::new(),
@@ -150,6 +156,27 @@ impl ZoneWriter {
         }
     }
 
+    /// Sets the overlay under `key`: the settings of a service or one of
+    /// its instances, applied when the service is next published.
+    pub fn set_overlay(&mut self, key: &[u8], target: OverlayTarget, overlay: Overlay) {
+        self.remove_overlay(key);
+        self.dirty.insert(target.service().to_owned());
+        self.overlay_keys.insert(key.into(), target.clone());
+        self.overlays.insert(target, overlay);
+    }
+
+    /// Removes the overlay under `key`, if any.
+    pub fn remove_overlay(&mut self, key: &[u8]) {
+        if let Some(target) = self.overlay_keys.remove(key) {
+            self.dirty.insert(target.service().to_owned());
+            // Another key may name the same target (two letter cases):
+            // the target keeps its settings only while one does.
+            if !self.overlay_keys.values().any(|t| *t == target) {
+                self.overlays.remove(&target);
+            }
+        }
+    }
+
     /// The service `key`'s registration is in, if it is in one.
     fn service_of(&self, key: &[u8]) -> Option<String> {
         let service = match self.keys.get(key) {
@@ -203,6 +230,8 @@ impl ZoneWriter {
         let revision = self.staged.revision;
         self.services.clear();
         self.keys.clear();
+        self.overlay_keys.clear();
+        self.overlays.clear();
         self.dirty.clear();
         self.ptr_names.clear();
         self.staged = ZoneSnapshot::empty(params);
@@ -366,6 +395,7 @@ impl ZoneWriter {
             .iter()
             .filter(|(_, m)| m.source == source)
             .collect();
+        let service_overlay = self.overlays.get(&OverlayTarget::Service(key.to_owned()));
         let mut per_port: BTreeMap<u16, u32> = BTreeMap::new();
         for (_, member) in &instances {
             *per_port.entry(member.endpoint.port()).or_default() += 1;
@@ -428,8 +458,8 @@ impl ZoneWriter {
                         key: etcd_key.clone(),
                         id: member.id.clone(),
                         endpoint: endpoint.clone(),
-                        priority: member.priority,
-                        weight: member.weight,
+                        priority: self.numbers(key, etcd_key, member, service_overlay).0,
+                        weight: self.numbers(key, etcd_key, member, service_overlay).1,
                         txt: member.txt.as_ref().map(|rdata| {
                             let mut txt = WireBuilder::default();
                             txt.push(&[&at_question], rrtype::TXT, ttl, &[rdata]);
@@ -451,10 +481,12 @@ impl ZoneWriter {
             let new_instance = same_instance.is_none();
 
             // SRV RDATA: priority, weight, port, then the target: the
-            // instance name, or a host-name value as it is.
+            // instance name, or a host-name value as it is. The overlay's
+            // numbers win: the instance's, then the service's.
+            let (priority, weight) = self.numbers(key, etcd_key, member, service_overlay);
             let head = [
-                member.priority.to_be_bytes(),
-                member.weight.to_be_bytes(),
+                priority.to_be_bytes(),
+                weight.to_be_bytes(),
                 endpoint.port().to_be_bytes(),
             ]
             .concat();
@@ -525,9 +557,49 @@ impl ZoneWriter {
             shadowed: u32::try_from(shadowed).unwrap_or(u32::MAX),
             schemes: schemes.into_values().map(SchemeBuilder::finish).collect(),
             ports: ports.into_values().map(PortBuilder::finish).collect(),
-            grpc_config: self.staged.params.grpc.for_service(key),
+            grpc_config: match service_overlay.and_then(|o| o.service_config.as_ref()) {
+                Some(Some(config)) => Some(ServiceConfigTxt::new(config.clone(), ttl)),
+                Some(None) => None,
+                None => self.staged.params.grpc.for_service(key),
+            },
             rotation: [AtomicUsize::new(0), AtomicUsize::new(0)],
         }
+    }
+}
+
+impl ZoneWriter {
+    /// A member's SRV priority and weight: its instance's overlay, then
+    /// its service's, then its own.
+    fn numbers(
+        &self,
+        service: &str,
+        etcd_key: &[u8],
+        member: &Member,
+        service_overlay: Option<&Overlay>,
+    ) -> (u16, u16) {
+        let id = member
+            .id
+            .as_deref()
+            .or_else(|| id_in_key(etcd_key))
+            .unwrap_or("");
+        let instance_overlay = if self.overlays.is_empty() {
+            None
+        } else {
+            self.overlays.get(&OverlayTarget::Instance {
+                service: service.to_owned(),
+                instance_id: id.to_owned(),
+            })
+        };
+        let pick = |field: fn(&Overlay) -> Option<u16>, own: u16| {
+            instance_overlay
+                .and_then(field)
+                .or_else(|| service_overlay.and_then(field))
+                .unwrap_or(own)
+        };
+        (
+            pick(|o| o.priority, member.priority),
+            pick(|o| o.weight, member.weight),
+        )
     }
 }
 

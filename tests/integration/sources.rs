@@ -295,3 +295,82 @@ async fn kratos_instances_with_an_srv_name_per_scheme() {
         }
     });
 }
+
+/// The overlay gives go-zero services what go-zero cannot publish: a
+/// weight and priority for the service or one instance, and a gRPC
+/// service config; deleting it gives the defaults back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overlay_sets_weights_and_service_configs_of_go_zero_services() {
+    let etcd = Etcd::start();
+    let client = etcd.client().await;
+    let one = register(&client, "sms.rpc", "10.0.0.5:8001", 60).await;
+    let _two = register(&client, "sms.rpc", "10.0.0.6:8001", 60).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "overlay:\n  prefix: /rpcdns/overlay/\n");
+    let rpcdns = Rpcdns::start(&etcd.endpoint(), &["--config", &config]);
+    rpcdns.wait_ready();
+    let dns = rpcdns.dns_addr;
+    let numbers = || {
+        let reply = try_query_udp(dns, "sms.rpc.svc.local.", RecordType::SRV, Some(1232))?;
+        let mut got: Vec<(u16, u16)> = srv_of(&reply.answers)
+            .iter()
+            .map(|s| (s.priority, s.weight))
+            .collect();
+        got.sort();
+        Ok::<_, String>(got)
+    };
+    let until = |want: Vec<(u16, u16)>| {
+        eventually(Duration::from_secs(10), || {
+            let got = numbers()?;
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}, want {want:?}"))
+            }
+        })
+    };
+    until(vec![(0, 10), (0, 10)]);
+
+    // The service's numbers, then one instance's.
+    put(
+        &client,
+        "/rpcdns/overlay/sms.rpc",
+        r#"{"weight": 20, "priority": 1, "service_config": {"loadBalancingConfig": [{"pick_first": {}}]}}"#,
+    )
+    .await;
+    until(vec![(1, 20), (1, 20)]);
+    put(
+        &client,
+        format!("/rpcdns/overlay/sms.rpc/{}", one.id()),
+        r#"{"weight": 5}"#,
+    )
+    .await;
+    until(vec![(1, 5), (1, 20)]);
+    let txt = query_udp(
+        dns,
+        "_grpc_config.sms.rpc.svc.local.",
+        RecordType::TXT,
+        None,
+    );
+    let text: String = txt
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::TXT(t) => Some(t.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert!(text.contains("pick_first"), "{text}");
+
+    // A bad overlay is skipped, with its reason, and no longer applies.
+    put(&client, "/rpcdns/overlay/sms.rpc", r#"{"wieght": 20}"#).await;
+    until(vec![(0, 5), (0, 10)]);
+    let skipped = rpcdns.skipped().unwrap();
+    assert!(
+        skipped.contains(&("/rpcdns/overlay/sms.rpc".to_owned(), "bad_json".to_owned())),
+        "{skipped:?}"
+    );
+    // Deleting the overlay gives the defaults back.
+    delete(&client, format!("/rpcdns/overlay/sms.rpc/{}", one.id())).await;
+    until(vec![(0, 10), (0, 10)]);
+}
