@@ -202,6 +202,18 @@ def registration():
             write("registration", bytes([config]) + key.encode() + b"\x00" + value.encode())
     for key, value in micro:
         write("registration", bytes([5]) + key.encode() + b"\x00" + value.encode())
+    # The overlay under /o/ (config 7).
+    overlays = [
+        ("/o/sms.rpc", '{"weight": 20, "priority": 1}'),
+        ("/o/SMS.rpc/7587869364815473158", '{"weight": 5}'),
+        ("/o/pay.rpc", '{"service_config": {"loadBalancingConfig": [{"pick_first": {}}]}}'),
+        ("/o/pay.rpc", '{"service_config": "off"}'),
+        ("/o/pay.rpc/1", '{"service_config": "off"}'),
+        ("/o/sms.rpc", '{"wieght": 1}'), ("/o/", "{}"), ("/o/a/", "{}"),
+        ("/o/sms.rpc", '{"weight": 65536}'), ("sms.rpc/1", "10.0.0.1:1"),
+    ]
+    for key, value in overlays:
+        write("registration", bytes([7]) + key.encode() + b"\x00" + value.encode())
     write("registration", b"\x00sms.rpc/\xff\xfe\x0010.0.0.5:1")
     write("registration", b"\x00sms.rpc/1\x00\xff10.0.0.5:1")
     write("registration", b"\x01\xffsvc/1\x0010.0.0.5:1")

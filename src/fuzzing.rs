@@ -36,8 +36,8 @@ use crate::zone::names::{
     self, HASHED_LABEL_LEN, MAX_LABEL_LEN, MAX_NAME_LEN, MAX_SERVICE_NAME_LEN, Patterns,
 };
 use crate::zone::{
-    Endpoint, Registration, ReverseZone, SRV_PRIORITY, SRV_WEIGHT, ZoneParams, ZoneStore,
-    ZoneWriter, host_wire,
+    Endpoint, Overlay, OverlayTarget, Registration, ReverseZone, SRV_PRIORITY, SRV_WEIGHT,
+    ZoneParams, ZoneStore, ZoneWriter, host_wire,
 };
 
 // ===== The request path =====================================================
@@ -646,11 +646,16 @@ pub const KEY_VALUE_CONFIGS: [(&[&str], &str); 4] = [
 /// The other formats' sources a key/value input is classified under, by
 /// the first octet after the go-zero configurations: (format, prefix,
 /// suffix).
-pub const OTHER_SOURCES: [(Format, &str, &str); 3] = [
+pub const OTHER_SOURCES: [(Format, &str, &str); 4] = [
     (Format::Kratos, "/microservices/", ""),
     (Format::GoMicro, "/micro/registry/", "micro"),
     (Format::Kratos, "", "kratos"),
+    // A go-zero source with the overlay under /o/.
+    (Format::GoZero, "", ""),
 ];
+
+/// The overlay prefix of the last [`OTHER_SOURCES`] entry.
+const FUZZ_OVERLAY: &str = "/o/";
 
 /// Splits a fuzz input: first octet picks a [`KEY_VALUE_CONFIGS`] entry
 /// (or, past them, an [`OTHER_SOURCES`] one), the rest is key, NUL,
@@ -784,10 +789,13 @@ fn check_other_format(index: usize, key: &[u8], value: &[u8]) -> Result<(), Stri
     let config = SourceConfig {
         format,
         prefix: prefix.to_owned(),
-        patterns: Vec::new(),
+        patterns: vec!["*.rpc".to_owned()],
         suffix: suffix.to_owned(),
     };
-    let sources = Sources::new(&[config], ZONE)?;
+    let mut sources = Sources::new(&[config], ZONE)?;
+    if format == Format::GoZero {
+        sources = sources.with_overlay(FUZZ_OVERLAY);
+    }
     let registrations = match sources.classify(key, value) {
         Classified::Ignored => {
             if format == Format::Kratos && key.starts_with(prefix.as_bytes()) {
@@ -802,9 +810,12 @@ fn check_other_format(index: usize, key: &[u8], value: &[u8]) -> Result<(), Stri
         Classified::Skipped(_) => return Ok(()),
         Classified::Registration(registration) => vec![registration],
         Classified::Registrations(registrations) => registrations,
-        // These sources have no overlay.
-        Classified::Overlay(_) => return Err("an overlay without an overlay prefix".to_owned()),
+        Classified::Overlay(overlay) => return check_overlay(key, &overlay),
     };
+    if format == Format::GoZero {
+        // go-zero's own invariants are checked by its configurations.
+        return Ok(());
+    }
     let Some(first) = registrations.first() else {
         return Err("an empty list of registrations".to_owned());
     };
@@ -863,6 +874,83 @@ fn check_other_format(index: usize, key: &[u8], value: &[u8]) -> Result<(), Stri
                 other => return Err(format!("{name:?} looks up as {other:?}")),
             }
         }
+    }
+    Ok(())
+}
+
+/// An overlay comes from a key under the overlay prefix, names a service
+/// (and maybe an instance) that the key spells, and gives a service config
+/// only to a service; the writer applies it to that service's numbers.
+fn check_overlay(key: &[u8], overlay: &(OverlayTarget, Overlay)) -> Result<(), String> {
+    let (target, settings) = overlay;
+    let Some(rest) = key.strip_prefix(FUZZ_OVERLAY.as_bytes()) else {
+        return Err("an overlay from a key outside its prefix".to_owned());
+    };
+    let rest = String::from_utf8_lossy(rest).to_ascii_lowercase();
+    let spelled = match target {
+        OverlayTarget::Service(service) => service.clone(),
+        OverlayTarget::Instance {
+            service,
+            instance_id,
+        } => {
+            if settings.service_config.is_some() {
+                return Err("a service config for one instance".to_owned());
+            }
+            format!("{service}/{}", instance_id.to_ascii_lowercase())
+        }
+    };
+    if spelled != rest || target.service().is_empty() {
+        return Err(format!("overlay target {target:?} from key {rest:?}"));
+    }
+    // Applied: a service with one instance takes the overlay's numbers.
+    let store = Arc::new(ZoneStore::new(ZoneParams {
+        origin: Name::from_ascii("svc.local.").map_err(|e| e.to_string())?,
+        ttl: 5,
+        negative_ttl: 5,
+        grpc: Default::default(),
+        reverse: Vec::new(),
+    }));
+    let mut writer = ZoneWriter::new(store.clone());
+    let id = match target {
+        OverlayTarget::Instance { instance_id, .. } => instance_id.clone(),
+        OverlayTarget::Service(_) => "i".to_owned(),
+    };
+    let service = target.service().to_owned();
+    if !crate::zone::names::is_valid_service_key(&service, "svc.local") {
+        return Ok(());
+    }
+    let registration = Registration {
+        service: service.clone(),
+        instance_id: id,
+        endpoint: Endpoint::Ip {
+            addr: IpAddr::from([10, 0, 0, 1]),
+            port: 1,
+        },
+        priority: SRV_PRIORITY,
+        weight: SRV_WEIGHT,
+        scheme: None,
+        source: 0,
+        metadata: Vec::new(),
+    };
+    writer.set_overlay(key, target.clone(), settings.clone());
+    writer.upsert(b"\xff/fuzz", registration);
+    writer.publish();
+    let snapshot = store.load();
+    let crate::zone::Lookup::Service(published) = snapshot.lookup_relative(&service) else {
+        return Err(format!("{service:?} not served with an overlay"));
+    };
+    let Some(instance) = published.instances().first() else {
+        return Err("no instance".to_owned());
+    };
+    let want = (
+        settings.priority.unwrap_or(SRV_PRIORITY),
+        settings.weight.unwrap_or(SRV_WEIGHT),
+    );
+    if (instance.priority(), instance.weight()) != want {
+        return Err(format!(
+            "numbers {:?}, overlay {settings:?}",
+            (instance.priority(), instance.weight())
+        ));
     }
     Ok(())
 }

@@ -157,6 +157,11 @@ impl Service {
         &self.glue
     }
 
+    /// Its instances, in etcd key order.
+    pub fn instances(&self) -> &[Instance] {
+        &self.instances
+    }
+
     /// The SRV set at `_<scheme>._tcp.<service>`, if it has one.
     pub fn scheme(&self, scheme: &str) -> Option<&SchemeSet> {
         self.schemes.iter().find(|set| &*set.scheme == scheme)
