@@ -855,13 +855,7 @@ fn check_other_format(index: usize, key: &[u8], value: &[u8]) -> Result<(), Stri
         }
     }
     // The writer serves the service, and each scheme at its SRV name.
-    let store = Arc::new(ZoneStore::new(ZoneParams {
-        origin: Name::from_ascii(ZONE).map_err(|e| e.to_string())?,
-        ttl: 5,
-        negative_ttl: 5,
-        grpc: Default::default(),
-        reverse: Vec::new(),
-    }));
+    let store = plain_store(ZONE)?;
     let mut writer = ZoneWriter::new(store.clone());
     writer.set(key, registrations.clone());
     writer.publish();
@@ -903,13 +897,7 @@ fn check_overlay(key: &[u8], overlay: &(OverlayTarget, Overlay)) -> Result<(), S
         return Err(format!("overlay target {target:?} from key {rest:?}"));
     }
     // Applied: a service with one instance takes the overlay's numbers.
-    let store = Arc::new(ZoneStore::new(ZoneParams {
-        origin: Name::from_ascii("svc.local.").map_err(|e| e.to_string())?,
-        ttl: 5,
-        negative_ttl: 5,
-        grpc: Default::default(),
-        reverse: Vec::new(),
-    }));
+    let store = plain_store("svc.local")?;
     let mut writer = ZoneWriter::new(store.clone());
     let id = match target {
         OverlayTarget::Instance { instance_id, .. } => instance_id.clone(),
@@ -953,6 +941,18 @@ fn check_overlay(key: &[u8], overlay: &(OverlayTarget, Overlay)) -> Result<(), S
         ));
     }
     Ok(())
+}
+
+/// An empty store for `zone` (without its trailing dot), with no gRPC
+/// configs and no reverse zones.
+fn plain_store(zone: &str) -> Result<Arc<ZoneStore>, String> {
+    Ok(Arc::new(ZoneStore::new(ZoneParams {
+        origin: Name::from_ascii(format!("{zone}.")).map_err(|e| format!("zone {zone}: {e}"))?,
+        ttl: 5,
+        negative_ttl: 5,
+        grpc: Default::default(),
+        reverse: Vec::new(),
+    })))
 }
 
 fn check_registration(
@@ -1066,13 +1066,7 @@ fn check_registration(
     }
 
     // Into a zone of its own: the service and the instance answer there.
-    let store = Arc::new(ZoneStore::new(ZoneParams {
-        origin: Name::from_ascii(format!("{zone}.")).map_err(|e| format!("zone {zone}: {e}"))?,
-        ttl: 5,
-        negative_ttl: 5,
-        grpc: Default::default(),
-        reverse: Vec::new(),
-    }));
+    let store = plain_store(zone)?;
     let mut writer = ZoneWriter::new(store.clone());
     writer.upsert(key, registration.clone());
     writer.publish();
