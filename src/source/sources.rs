@@ -235,6 +235,25 @@ mod tests {
     }
 
     #[test]
+    fn the_overlay_comes_first_and_is_watched_too() {
+        let sources = Sources::new(
+            &[source(Format::GoMicro, "/micro/registry/", "")],
+            "svc.local",
+        )
+        .unwrap()
+        .with_overlay("/rpcdns/overlay/");
+        assert_eq!(sources.watch_prefix(), "/");
+        assert!(matches!(
+            sources.classify(b"/rpcdns/overlay/greeter", br#"{"weight": 3}"#),
+            Classified::Overlay(_)
+        ));
+        assert_eq!(
+            sources.classify(b"/rpcdns/overlay/greeter", b"3"),
+            Classified::Skipped(SkipReason::BadJson)
+        );
+    }
+
+    #[test]
     fn a_suffix_counts_against_the_name_length() {
         let long = "a".repeat(60);
         let sources = Sources::new(
