@@ -2,10 +2,13 @@
 //! source's keys and values as the framework writes them to a real etcd,
 //! answered over real sockets, with go-zero's on the same etcd.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use etcd_client::PutOptions;
 use hickory_proto::rr::RecordType;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::harness::*;
 
@@ -373,4 +376,244 @@ async fn the_overlay_sets_weights_and_service_configs_of_go_zero_services() {
     // Deleting the overlay gives the defaults back.
     delete(&client, format!("/rpcdns/overlay/sms.rpc/{}", one.id())).await;
     until(vec![(0, 10), (0, 10)]);
+}
+
+/// What every service should answer after churn across all sources:
+/// per SRV name (`_<scheme>._tcp.<service>`), the (priority, weight,
+/// port, address) of each record.
+type Model = BTreeMap<String, BTreeSet<(u16, u16, u16, std::net::IpAddr)>>;
+
+/// One random operation of the churn: (key, value), or (key, None) for a
+/// delete. Each format has three services and four instances each; each
+/// instance has its own address, so a record's address says which it is.
+fn churn_op(rng: &mut StdRng) -> (String, Option<String>) {
+    let service = rng.random_range(0..3);
+    let instance = rng.random_range(0..4u8);
+    let delete = rng.random_range(0..4) == 0;
+    let weight = rng.random_range(1..50u16);
+    match rng.random_range(0..4) {
+        0 => (
+            format!("gz{service}.rpc/{instance}"),
+            (!delete).then(|| {
+                format!(
+                    "10.1.{service}.{instance}:{}",
+                    8000 + u16::from(instance % 2)
+                )
+            }),
+        ),
+        1 => (
+            format!("/micro/registry/mc{service}/n{instance}"),
+            (!delete).then(|| {
+                go_micro_node(
+                    &format!("mc{service}"),
+                    &format!("n{instance}"),
+                    &format!("10.2.{service}.{instance}:9090"),
+                )
+            }),
+        ),
+        2 => {
+            let endpoints = match rng.random_range(0..3) {
+                0 => format!(r#"["grpc://10.3.{service}.{instance}:9000"]"#),
+                1 => format!(
+                    r#"["http://10.3.{service}.{instance}:8000","grpc://10.3.{service}.{instance}:9000"]"#
+                ),
+                _ => format!(r#"["https://10.3.{service}.{instance}:8443"]"#),
+            };
+            (
+                format!("/microservices/kr{service}/i{instance}"),
+                (!delete).then(|| {
+                    format!(
+                        r#"{{"id":"i{instance}","name":"kr{service}","version":"","metadata":{{"weight":"{weight}"}},"endpoints":{endpoints}}}"#
+                    )
+                }),
+            )
+        }
+        // The overlay: a weight for a go-zero service.
+        _ => (
+            format!("/o/gz{service}.rpc"),
+            (!delete).then(|| format!(r#"{{"weight": {weight}}}"#)),
+        ),
+    }
+}
+
+/// The model of what etcd holds, computed from the generated shapes.
+fn churn_model(kvs: &BTreeMap<String, String>) -> Model {
+    let mut model = Model::new();
+    let overlay = |service: &str| -> Option<u16> {
+        let value = kvs.get(&format!("/o/{service}"))?;
+        let json: serde_json::Value = serde_json::from_str(value).ok()?;
+        json["weight"].as_u64().map(|w| w as u16)
+    };
+    for (key, value) in kvs {
+        if let Some((service, _)) = key.split_once('/').filter(|(s, _)| s.starts_with("gz")) {
+            let (host, port) = value.rsplit_once(':').unwrap();
+            let weight = overlay(service).unwrap_or(10);
+            model
+                .entry(format!("_grpc._tcp.{service}"))
+                .or_default()
+                .insert((0, weight, port.parse().unwrap(), host.parse().unwrap()));
+        } else if let Some(rest) = key.strip_prefix("/micro/registry/") {
+            let service = rest.split('/').next().unwrap();
+            let json: serde_json::Value = serde_json::from_str(value).unwrap();
+            let address = json["nodes"][0]["address"].as_str().unwrap();
+            let (host, port) = address.rsplit_once(':').unwrap();
+            model
+                .entry(format!("_grpc._tcp.{service}.micro"))
+                .or_default()
+                .insert((0, 10, port.parse().unwrap(), host.parse().unwrap()));
+        } else if let Some(rest) = key.strip_prefix("/microservices/") {
+            let service = rest.split('/').next().unwrap();
+            let json: serde_json::Value = serde_json::from_str(value).unwrap();
+            let weight: u16 = json["metadata"]["weight"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            for endpoint in json["endpoints"].as_array().unwrap() {
+                let (scheme, rest) = endpoint.as_str().unwrap().split_once("://").unwrap();
+                let (host, port) = rest.rsplit_once(':').unwrap();
+                model
+                    .entry(format!("_{scheme}._tcp.{service}"))
+                    .or_default()
+                    .insert((0, weight, port.parse().unwrap(), host.parse().unwrap()));
+            }
+        }
+    }
+    model
+}
+
+/// What DNS answers at every name the model has, or might have had.
+fn churn_answers(dns: std::net::SocketAddr, names: &BTreeSet<String>) -> Result<Model, String> {
+    let mut seen = Model::new();
+    for name in names {
+        let reply = try_query_udp(
+            dns,
+            &format!("{name}.svc.local."),
+            RecordType::SRV,
+            Some(4096),
+        )?;
+        let glue: BTreeMap<String, std::net::IpAddr> = reply
+            .additionals
+            .iter()
+            .filter_map(|r| match &r.data {
+                hickory_proto::rr::RData::A(a) => {
+                    Some((r.name.to_ascii(), std::net::IpAddr::V4(a.0)))
+                }
+                _ => None,
+            })
+            .collect();
+        let records: BTreeSet<(u16, u16, u16, std::net::IpAddr)> = srv_of(&reply.answers)
+            .iter()
+            .map(|s| {
+                let address = glue.get(&s.target.to_ascii()).copied();
+                address
+                    .map(|a| (s.priority, s.weight, s.port, a))
+                    .ok_or_else(|| format!("{name}: no glue for {}", s.target))
+            })
+            .collect::<Result<_, _>>()?;
+        if !records.is_empty() {
+            seen.insert(name.clone(), records);
+        }
+    }
+    Ok(seen)
+}
+
+/// Random churn across go-zero, go-micro, kratos and the overlay at once
+/// (200 writes and deletes on one etcd, as fast as etcd takes them): DNS
+/// ends equal to what etcd holds, SRV name by SRV name, record by record,
+/// weights and overlay included. Then etcd is cut off: 200 more changes
+/// and a compaction of their history happen unseen, DNS keeps answering
+/// the last-known zone, and once etcd is back it equals etcd again (a
+/// full re-read). `RPCDNS_CHURN_SEED` replays a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_across_all_sources_converges() {
+    let seed: u64 = std::env::var("RPCDNS_CHURN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("churn seed {seed} (RPCDNS_CHURN_SEED={seed} replays it)");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let etcd = Etcd::start();
+    let client = etcd.client().await;
+    let proxy = Proxy::start(etcd.client_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        "sources:\n  - format: gozero\n  - format: gomicro\n    suffix: micro\n  - format: kratos\noverlay:\n  prefix: /o/\n",
+    );
+    let rpcdns = Rpcdns::start(&proxy.endpoint(), &["--config", &config]);
+    rpcdns.wait_ready();
+    let dns = rpcdns.dns_addr;
+
+    let mut kvs: BTreeMap<String, String> = BTreeMap::new();
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    let mut last = 0;
+    for round in 0..2 {
+        if round == 1 {
+            proxy.cut();
+            eventually(Duration::from_secs(20), || {
+                match rpcdns.etcd_connected()? {
+                    false => Ok(()),
+                    true => Err("still connected with the proxy cut".into()),
+                }
+            });
+        }
+        let before = churn_model(&kvs);
+        for _ in 0..200 {
+            let (key, value) = churn_op(&mut rng);
+            last = match value {
+                Some(value) => {
+                    let revision = put(&client, key.clone(), value.clone()).await;
+                    kvs.insert(key, value);
+                    revision
+                }
+                None => {
+                    let revision = delete(&client, key.clone()).await;
+                    kvs.remove(&key);
+                    revision
+                }
+            };
+            names.extend(churn_model(&kvs).into_keys());
+        }
+        if round == 1 {
+            // The changes' history is gone: only a full re-read finds them.
+            client
+                .clone()
+                .compact(
+                    last,
+                    Some(etcd_client::CompactionOptions::new().with_physical()),
+                )
+                .await
+                .expect("compact");
+            // Meanwhile DNS answers the zone as it was.
+            let seen = churn_answers(dns, &names).expect("answers during the outage");
+            assert_eq!(
+                seen, before,
+                "seed {seed}: the last-known zone during the outage"
+            );
+            proxy.restore();
+        }
+        let model = churn_model(&kvs);
+        eventually(Duration::from_secs(30), || {
+            let seen = churn_answers(dns, &names)?;
+            if seen == model {
+                Ok(())
+            } else {
+                Err(format!("seed {seed}: DNS {seen:?}\nmodel {model:?}"))
+            }
+        });
+        if round == 1 {
+            let resyncs = metric(
+                rpcdns.http_addr,
+                r#"rpcdns_etcd_resyncs_total{reason="compacted"}"#,
+            );
+            assert_eq!(resyncs, Ok(1.0), "one full re-read after the compaction");
+        }
+        println!(
+            "churn round {round}: seed {seed}, {} keys, {} SRV names, {} records: DNS equals etcd",
+            kvs.len(),
+            model.len(),
+            model.values().map(BTreeSet::len).sum::<usize>()
+        );
+    }
 }
