@@ -189,22 +189,16 @@ pub(super) fn build(text: Option<(&str, &str)>, cli: &Cli) -> Result<Config, Con
         None => (RawConfig::default(), ""),
     };
     let src = Sources { file };
-    let RawConfig {
-        etcd,
-        dns,
-        http,
-        log,
-        grpc,
-        sources,
-        overlay,
-    } = raw;
-    let etcd = etcd_config(&src, cli, etcd.unwrap_or_default())?;
-    let dns = dns_config(&src, cli, dns.unwrap_or_default())?;
-    let http = http_config(&src, cli, http.unwrap_or_default())?;
-    let log = log_config(&src, cli, log.unwrap_or_default())?;
-    let grpc = grpc_config(&src, grpc.unwrap_or_default())?;
-    let sources = sources_config(&src, &etcd, sources)?;
-    let overlay = match src.scalar("overlay.prefix", None, &overlay.unwrap_or_default().prefix) {
+    // Every section is read here (a field left unread is a dead-code
+    // warning, as in the sections' own functions).
+    let etcd = etcd_config(&src, cli, raw.etcd.unwrap_or_default())?;
+    let dns = dns_config(&src, cli, raw.dns.unwrap_or_default())?;
+    let http = http_config(&src, cli, raw.http.unwrap_or_default())?;
+    let log = log_config(&src, cli, raw.log.unwrap_or_default())?;
+    let grpc = grpc_config(&src, raw.grpc.unwrap_or_default())?;
+    let sources = sources_config(&src, &etcd, raw.sources)?;
+    let overlay_leaf = raw.overlay.unwrap_or_default().prefix;
+    let overlay = match src.scalar("overlay.prefix", None, &overlay_leaf) {
         Some(item) => Some(non_empty_string(&item)?.to_owned()),
         None => None,
     };

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::ops::metrics::SkipReason;
 use crate::zone::names::{MAX_LABEL_LEN, MAX_NAME_LEN, Patterns, is_valid_service_key};
-use crate::zone::{Endpoint, Overlay, OverlayTarget, Registration, SRV_PRIORITY, SRV_WEIGHT};
+use crate::zone::{Endpoint, Overlay, OverlayTarget, Registration};
 
 // ===== Limits ===============================================================
 
@@ -67,17 +67,9 @@ pub fn classify(key: &[u8], value: &[u8], patterns: &Patterns, zone: &str) -> Cl
         } => (service, instance_id),
     };
     match parse_endpoint(value) {
-        Ok(endpoint) => Classified::Registration(Registration {
-            service,
-            instance_id,
-            endpoint,
-            // go-zero publishes neither.
-            priority: SRV_PRIORITY,
-            weight: SRV_WEIGHT,
-            scheme: None,
-            source: 0,
-            metadata: Vec::new(),
-        }),
+        Ok(endpoint) => {
+            Classified::Registration(Registration::go_zero(service, instance_id, endpoint))
+        }
         Err(reason) => Classified::Skipped(reason),
     }
 }

@@ -81,6 +81,23 @@ impl Endpoint {
     }
 }
 
+impl Registration {
+    /// A registration as go-zero makes one: an endpoint and nothing else
+    /// (SPEC's priority and weight, gRPC, no metadata), from source 0.
+    pub fn go_zero(service: String, instance_id: String, endpoint: Endpoint) -> Self {
+        Registration {
+            service,
+            instance_id,
+            endpoint,
+            priority: SRV_PRIORITY,
+            weight: SRV_WEIGHT,
+            scheme: None,
+            source: 0,
+            metadata: Vec::new(),
+        }
+    }
+}
+
 /// One usable registration: what [`crate::source`] makes of an etcd key
 /// and value, and what the zone is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,16 +325,7 @@ pub(crate) mod testing {
                 port,
             },
         };
-        Registration {
-            service: service.to_owned(),
-            instance_id: id.to_owned(),
-            endpoint,
-            priority: SRV_PRIORITY,
-            weight: SRV_WEIGHT,
-            scheme: None,
-            source: 0,
-            metadata: Vec::new(),
-        }
+        Registration::go_zero(service.to_owned(), id.to_owned(), endpoint)
     }
 }
 
