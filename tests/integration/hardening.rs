@@ -21,12 +21,6 @@ const SMS: &str = "sms.rpc.svc.local.";
 /// The limit the RRL test runs with: low, so the flood crosses it at once.
 const RATE: usize = 10;
 
-fn config(dir: &std::path::Path, yaml: &str) -> String {
-    let path = dir.join("rpcdns.yaml");
-    std::fs::write(&path, yaml).expect("write config");
-    path.display().to_string()
-}
-
 fn udp_from(ip: &str) -> UdpSocket {
     let socket = UdpSocket::bind((ip.parse::<IpAddr>().unwrap(), 0)).expect("bind loopback alias");
     socket.set_nonblocking(true).unwrap();
@@ -113,8 +107,9 @@ async fn rrl_limits_a_spoofed_flood_and_answers_everyone_else() {
     let client = etcd.client().await;
     let _sms = register(&client, "sms.rpc", "10.0.0.5:8001", 60).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = config(
+    let config = write_config(
         dir.path(),
+        "rpcdns.yaml",
         &format!(
             "dns:\n  rrl:\n    responses_per_second: {RATE}\n    slip: 2\n    exempt: [\"127.0.0.1/32\"]\n"
         ),
@@ -251,8 +246,9 @@ async fn cookies_with_a_shared_secret_are_valid_at_every_replica() {
     let client = etcd.client().await;
     let _sms = register(&client, "sms.rpc", "10.0.0.5:8001", 60).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = config(
+    let config = write_config(
         dir.path(),
+        "rpcdns.yaml",
         "dns:\n  cookie_secret: \"e5e973e5a6b2a43f48e7dc849e37bfcf\"\n",
     );
     let one = Rpcdns::start(&etcd.endpoint(), &["--config", &config]);

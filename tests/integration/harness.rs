@@ -743,6 +743,25 @@ impl TestEnv {
     }
 }
 
+/// Writes `yaml` as `name` into `dir`; returns its path.
+pub fn write_config(dir: &std::path::Path, name: &str, yaml: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).expect("write rpcdns config");
+    path.display().to_string()
+}
+
+/// Waits until `/debug/zone` lists `key` as skipped for `reason`.
+pub fn wait_skipped(rpcdns: &Rpcdns, key: &str, reason: &str) {
+    eventually(Duration::from_secs(10), || {
+        let skipped = rpcdns.skipped()?;
+        if skipped.contains(&(key.to_owned(), reason.to_owned())) {
+            Ok(())
+        } else {
+            Err(format!("skipped: {skipped:?}"))
+        }
+    });
+}
+
 // ----------------------------------------------------------------------------
 // HTTP
 // ----------------------------------------------------------------------------

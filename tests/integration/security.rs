@@ -254,13 +254,6 @@ impl Drop for TlsEtcd {
 // Helpers
 // ----------------------------------------------------------------------------
 
-/// Writes `yaml` as `rpcdns.yaml` into `dir`; returns its path.
-fn write_config(dir: &Path, name: &str, yaml: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, yaml).expect("write rpcdns config");
-    path.display().to_string()
-}
-
 fn count(log: &str, needle: &str) -> usize {
     log.lines().filter(|line| line.contains(needle)).count()
 }

@@ -20,12 +20,6 @@ fn go_micro_node(name: &str, id: &str, address: &str) -> String {
     )
 }
 
-fn config(dir: &std::path::Path, yaml: &str) -> String {
-    let path = dir.join("rpcdns.yaml");
-    std::fs::write(&path, yaml).expect("write config");
-    path.display().to_string()
-}
-
 /// go-micro nodes, under a lease as go-micro puts them, served below the
 /// source's suffix beside a go-zero service; a node that goes, a bad
 /// value that is skipped with its reason, and the broker's entries left
@@ -36,8 +30,9 @@ async fn go_micro_nodes_beside_go_zero_services() {
     let client = etcd.client().await;
     let _sms = register(&client, "sms.rpc", "10.0.0.5:8001", 60).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = config(
+    let config = write_config(
         dir.path(),
+        "rpcdns.yaml",
         "sources:\n  - format: gozero\n  - format: gomicro\n    suffix: micro\n",
     );
     let rpcdns = Rpcdns::start(&etcd.endpoint(), &["--config", &config]);
@@ -136,14 +131,7 @@ async fn go_micro_nodes_beside_go_zero_services() {
         hickory_proto::op::ResponseCode::NXDomain
     );
     // The bad value is skipped, with its reason.
-    eventually(Duration::from_secs(10), || {
-        let skipped = rpcdns.skipped()?;
-        if skipped.contains(&("/micro/registry/pay/p1".to_owned(), "bad_json".to_owned())) {
-            Ok(())
-        } else {
-            Err(format!("skipped: {skipped:?}"))
-        }
-    });
+    wait_skipped(&rpcdns, "/micro/registry/pay/p1", "bad_json");
 
     // The lease ends (the service stopped): the nodes go.
     kv.lease_revoke(lease).await.unwrap();
@@ -165,7 +153,7 @@ async fn kratos_instances_with_an_srv_name_per_scheme() {
     let etcd = Etcd::start();
     let client = etcd.client().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), "sources:\n  - format: kratos\n");
+    let config = write_config(dir.path(), "rpcdns.yaml", "sources:\n  - format: kratos\n");
     let rpcdns = Rpcdns::start(&etcd.endpoint(), &["--config", &config]);
     rpcdns.wait_ready();
     let dns = rpcdns.dns_addr;
@@ -273,17 +261,7 @@ async fn kratos_instances_with_an_srv_name_per_scheme() {
         none.metadata.response_code,
         hickory_proto::op::ResponseCode::NXDomain
     );
-    eventually(Duration::from_secs(10), || {
-        let skipped = rpcdns.skipped()?;
-        if skipped.contains(&(
-            "/microservices/helloworld/none".to_owned(),
-            "no_endpoint".to_owned(),
-        )) {
-            Ok(())
-        } else {
-            Err(format!("skipped: {skipped:?}"))
-        }
-    });
+    wait_skipped(&rpcdns, "/microservices/helloworld/none", "no_endpoint");
 
     // kratos deregisters by deleting the key: that instance goes.
     kv.delete("/microservices/helloworld/v6", None)
@@ -309,7 +287,11 @@ async fn the_overlay_sets_weights_and_service_configs_of_go_zero_services() {
     let one = register(&client, "sms.rpc", "10.0.0.5:8001", 60).await;
     let _two = register(&client, "sms.rpc", "10.0.0.6:8001", 60).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), "overlay:\n  prefix: /rpcdns/overlay/\n");
+    let config = write_config(
+        dir.path(),
+        "rpcdns.yaml",
+        "overlay:\n  prefix: /rpcdns/overlay/\n",
+    );
     let rpcdns = Rpcdns::start(&etcd.endpoint(), &["--config", &config]);
     rpcdns.wait_ready();
     let dns = rpcdns.dns_addr;
@@ -368,11 +350,7 @@ async fn the_overlay_sets_weights_and_service_configs_of_go_zero_services() {
     // A bad overlay is skipped, with its reason, and no longer applies.
     put(&client, "/rpcdns/overlay/sms.rpc", r#"{"wieght": 20}"#).await;
     until(vec![(0, 5), (0, 10)]);
-    let skipped = rpcdns.skipped().unwrap();
-    assert!(
-        skipped.contains(&("/rpcdns/overlay/sms.rpc".to_owned(), "bad_json".to_owned())),
-        "{skipped:?}"
-    );
+    wait_skipped(&rpcdns, "/rpcdns/overlay/sms.rpc", "bad_json");
     // Deleting the overlay gives the defaults back.
     delete(&client, format!("/rpcdns/overlay/sms.rpc/{}", one.id())).await;
     until(vec![(0, 10), (0, 10)]);
@@ -537,8 +515,9 @@ async fn churn_across_all_sources_converges() {
     let client = etcd.client().await;
     let proxy = Proxy::start(etcd.client_addr());
     let dir = tempfile::tempdir().unwrap();
-    let config = config(
+    let config = write_config(
         dir.path(),
+        "rpcdns.yaml",
         "sources:\n  - format: gozero\n  - format: gomicro\n    suffix: micro\n  - format: kratos\noverlay:\n  prefix: /o/\n",
     );
     let rpcdns = Rpcdns::start(&proxy.endpoint(), &["--config", &config]);
