@@ -106,16 +106,12 @@ async fn rrl_limits_a_spoofed_flood_and_answers_everyone_else() {
     let etcd = Etcd::start();
     let client = etcd.client().await;
     let _sms = register(&client, "sms.rpc", "10.0.0.5:8001", 60).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "rpcdns.yaml",
+    let rpcdns = start_with_config(
+        &etcd.endpoint(),
         &format!(
             "dns:\n  rrl:\n    responses_per_second: {RATE}\n    slip: 2\n    exempt: [\"127.0.0.1/32\"]\n"
         ),
     );
-    let rpcdns = Rpcdns::start(&etcd.endpoint(), &["--config", &config]);
-    rpcdns.wait_ready();
     let dns = rpcdns.dns_addr;
     eventually(Duration::from_secs(10), || answered_once(dns));
 

@@ -750,6 +750,16 @@ pub fn write_config(dir: &std::path::Path, name: &str, yaml: &str) -> String {
     path.display().to_string()
 }
 
+/// Starts rpcdns against `etcd` (`HOST:PORT`) with `yaml` as its config
+/// file, and waits until it is ready (the file is read at start only).
+pub fn start_with_config(etcd: &str, yaml: &str) -> Rpcdns {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path(), "rpcdns.yaml", yaml);
+    let rpcdns = Rpcdns::start(etcd, &["--config", &config]);
+    rpcdns.wait_ready();
+    rpcdns
+}
+
 /// Waits until `/debug/zone` lists `key` as skipped for `reason`.
 pub fn wait_skipped(rpcdns: &Rpcdns, key: &str, reason: &str) {
     eventually(Duration::from_secs(10), || {

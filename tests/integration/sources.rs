@@ -29,14 +29,10 @@ async fn go_micro_nodes_beside_go_zero_services() {
     let etcd = Etcd::start();
     let client = etcd.client().await;
     let _sms = register(&client, "sms.rpc", "10.0.0.5:8001", 60).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "rpcdns.yaml",
+    let rpcdns = start_with_config(
+        &etcd.endpoint(),
         "sources:\n  - format: gozero\n  - format: gomicro\n    suffix: micro\n",
     );
-    let rpcdns = Rpcdns::start(&etcd.endpoint(), &["--config", &config]);
-    rpcdns.wait_ready();
     let dns = rpcdns.dns_addr;
 
     // Two nodes of greeter, one IPv4 and one IPv6, under a 90 s lease.
@@ -152,10 +148,7 @@ async fn go_micro_nodes_beside_go_zero_services() {
 async fn kratos_instances_with_an_srv_name_per_scheme() {
     let etcd = Etcd::start();
     let client = etcd.client().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "rpcdns.yaml", "sources:\n  - format: kratos\n");
-    let rpcdns = Rpcdns::start(&etcd.endpoint(), &["--config", &config]);
-    rpcdns.wait_ready();
+    let rpcdns = start_with_config(&etcd.endpoint(), "sources:\n  - format: kratos\n");
     let dns = rpcdns.dns_addr;
 
     let mut kv = client.clone();
@@ -286,14 +279,7 @@ async fn the_overlay_sets_weights_and_service_configs_of_go_zero_services() {
     let client = etcd.client().await;
     let one = register(&client, "sms.rpc", "10.0.0.5:8001", 60).await;
     let _two = register(&client, "sms.rpc", "10.0.0.6:8001", 60).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "rpcdns.yaml",
-        "overlay:\n  prefix: /rpcdns/overlay/\n",
-    );
-    let rpcdns = Rpcdns::start(&etcd.endpoint(), &["--config", &config]);
-    rpcdns.wait_ready();
+    let rpcdns = start_with_config(&etcd.endpoint(), "overlay:\n  prefix: /rpcdns/overlay/\n");
     let dns = rpcdns.dns_addr;
     let numbers = || {
         let reply = try_query_udp(dns, "sms.rpc.svc.local.", RecordType::SRV, Some(1232))?;
@@ -514,14 +500,10 @@ async fn churn_across_all_sources_converges() {
     let etcd = Etcd::start();
     let client = etcd.client().await;
     let proxy = Proxy::start(etcd.client_addr());
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        "rpcdns.yaml",
+    let rpcdns = start_with_config(
+        &proxy.endpoint(),
         "sources:\n  - format: gozero\n  - format: gomicro\n    suffix: micro\n  - format: kratos\noverlay:\n  prefix: /o/\n",
     );
-    let rpcdns = Rpcdns::start(&proxy.endpoint(), &["--config", &config]);
-    rpcdns.wait_ready();
     let dns = rpcdns.dns_addr;
 
     let mut kvs: BTreeMap<String, String> = BTreeMap::new();
