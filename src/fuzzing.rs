@@ -163,6 +163,62 @@ pub fn zone_registrations() -> Vec<(String, String)> {
     kv
 }
 
+/// The SkyDNS records of the fuzzed zone (keys under `/skydns/`): CoreDNS's
+/// shapes below `sky`: addresses, a CNAME chain, a loop, text, groups,
+/// targetstrip, a name with its own key and keys below it, and a name that
+/// `big.rpc` (a go-zero service) has too.
+pub fn sky_records() -> Vec<(String, String)> {
+    let mut kv: Vec<(String, String)> = [
+        ("sky/prod/a", r#"{"host":"10.9.0.1","port":8080}"#),
+        (
+            "sky/prod/b",
+            r#"{"host":"10.9.0.2","port":8080,"weight":300}"#,
+        ),
+        (
+            "sky/prod/c",
+            r#"{"host":"fd00:9::3","port":8081,"priority":20}"#,
+        ),
+        ("sky/prod", r#"{"host":"elsewhere.example"}"#),
+        (
+            "sky/dev/a",
+            r#"{"host":"a.prod.sky.svc.local","port":9000}"#,
+        ),
+        ("sky/dev/b", r#"{"host":"sms.rpc.svc.local","port":9000}"#),
+        ("sky/dev/c", r#"{"host":"gone.sky.svc.local"}"#),
+        ("sky/loop/a", r#"{"host":"b.loop.sky.svc.local"}"#),
+        ("sky/loop/b", r#"{"host":"a.loop.sky.svc.local"}"#),
+        ("sky/txt/a", r#"{"text":"sometext"}"#),
+        ("sky/grp/a", r#"{"host":"10.9.1.1","group":"g1"}"#),
+        ("sky/grp/sub/b", r#"{"host":"10.9.1.2","group":"g2"}"#),
+        (
+            "sky/strip/a",
+            r#"{"host":"10.9.2.1","port":1,"targetstrip":1}"#,
+        ),
+        ("sky/noport", r#"{"host":"10.9.3.1","port":-1}"#),
+        ("rpc/big", r#"{"host":"10.9.4.1"}"#),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    // A text over one string, and many addresses: truncation at 512.
+    kv.push((
+        "sky/long".to_owned(),
+        format!(r#"{{"text":"{}"}}"#, "t".repeat(600)),
+    ));
+    for i in 0..40 {
+        kv.push((
+            format!("sky/many/m{i}"),
+            format!(r#"{{"host":"10.9.5.{}","port":80}}"#, i + 1),
+        ));
+    }
+    kv.into_iter()
+        .map(|(path, value)| {
+            let labels: Vec<&str> = path.split('/').collect();
+            (format!("/skydns/local/svc/{}", labels.join("/")), value)
+        })
+        .collect()
+}
+
 impl RequestPath {
     /// Builds the zone of [`zone_registrations`] through the real parser
     /// and writer, and one handler per UDP setting.
@@ -188,6 +244,16 @@ impl RequestPath {
                 gozero::classify(key.as_bytes(), value.as_bytes(), &patterns, &origin_text)
             {
                 writer.upsert(key.as_bytes(), registration);
+            }
+        }
+        for (key, value) in sky_records() {
+            if let Classified::Sky(record) = crate::source::skydns::classify(
+                key.as_bytes(),
+                value.as_bytes(),
+                b"/skydns/",
+                &origin_text,
+            ) {
+                writer.set_sky(key.as_bytes(), *record);
             }
         }
         writer.set_revision(4242);
@@ -530,16 +596,20 @@ pub fn check_response(
             ));
         }
     }
-    // Every record we give is in the zone or a glue/host target: never
-    // an answer outside the question's name.
+    // Every answer is at the question's name, or at the target of a
+    // CNAME before it (a SkyDNS chain): never elsewhere.
     if let Some(question) = message.queries.first() {
+        let mut owners = vec![question.name().clone()];
         for record in &message.answers {
-            if record.name != *question.name() {
+            if !owners.contains(&record.name) {
                 return Err(format!(
                     "{path:?}: answer owner {} for question {}",
                     record.name,
                     question.name()
                 ));
+            }
+            if let hickory_proto::rr::RData::CNAME(target) = &record.data {
+                owners.push(target.0.clone());
             }
         }
     }
@@ -646,12 +716,13 @@ pub const KEY_VALUE_CONFIGS: [(&[&str], &str); 4] = [
 /// The other formats' sources a key/value input is classified under, by
 /// the first octet after the go-zero configurations: (format, prefix,
 /// suffix).
-pub const OTHER_SOURCES: [(Format, &str, &str); 4] = [
+pub const OTHER_SOURCES: [(Format, &str, &str); 5] = [
     (Format::Kratos, "/microservices/", ""),
     (Format::GoMicro, "/micro/registry/", "micro"),
     (Format::Kratos, "", "kratos"),
     // A go-zero source with the overlay under /o/.
     (Format::GoZero, "", ""),
+    (Format::SkyDns, "/skydns/", ""),
 ];
 
 /// The overlay prefix of the last [`OTHER_SOURCES`] entry.
@@ -811,6 +882,7 @@ fn check_other_format(index: usize, key: &[u8], value: &[u8]) -> Result<(), Stri
         Classified::Registration(registration) => vec![registration],
         Classified::Registrations(registrations) => registrations,
         Classified::Overlay(overlay) => return check_overlay(key, &overlay),
+        Classified::Sky(record) => return check_sky(key, *record),
     };
     if format == Format::GoZero {
         // go-zero's own invariants are checked by its configurations.
@@ -867,6 +939,69 @@ fn check_other_format(index: usize, key: &[u8], value: &[u8]) -> Result<(), Stri
                 crate::zone::Lookup::Service(_) | crate::zone::Lookup::SchemeService(..) => {}
                 other => return Err(format!("{name:?} looks up as {other:?}")),
             }
+        }
+    }
+    Ok(())
+}
+
+/// A SkyDNS record has the name its key spells, in the zone; the writer
+/// serves it there, and every answer at it decodes, with the question
+/// echoed, whatever the type.
+fn check_sky(key: &[u8], record: crate::zone::SkyRecord) -> Result<(), String> {
+    const ZONE: &str = "svc.local";
+    let rest = key
+        .strip_prefix(b"/skydns/local/svc/")
+        .ok_or("a SkyDNS record from a key outside the zone")?;
+    let rest = String::from_utf8_lossy(rest).to_ascii_lowercase();
+    let spelled: Vec<&str> = rest.split('/').rev().collect();
+    if spelled.join(".") != *record.name {
+        return Err(format!("key {rest:?} gave the name {:?}", record.name));
+    }
+    check_labels(&record.name)?;
+    if record.name.len() + 1 + ZONE.len() > MAX_NAME_LEN {
+        return Err(format!("name {:?} too long", record.name));
+    }
+    if let crate::zone::SkyHost::Name(host) = &record.host {
+        endpoint_value(&Endpoint::Host {
+            name: host.to_string(),
+            port: 1,
+        })?;
+    }
+    let name = format!("{}.{ZONE}.", record.name);
+    let store = plain_store(ZONE)?;
+    let mut writer = ZoneWriter::new(store.clone());
+    writer.set_sky(key, record.clone());
+    writer.publish();
+    let snapshot = store.load();
+    if !matches!(
+        snapshot.lookup_relative(&record.name),
+        crate::zone::Lookup::Sky(_)
+    ) {
+        return Err(format!("{name} is not a SkyDNS name"));
+    }
+    for rtype in [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::TXT,
+        RecordType::SRV,
+        RecordType::CNAME,
+        RecordType::ANY,
+        RecordType::MX,
+    ] {
+        let mut query = Message::query();
+        query.add_query(hickory_proto::op::Query::query(
+            Name::from_ascii(&name).map_err(|e| format!("{name}: {e}"))?,
+            rtype,
+        ));
+        let packet = query.to_vec().map_err(|e| e.to_string())?;
+        let question = answer::parse_query(&packet).ok_or("our own query does not parse")?;
+        let mut out = Vec::new();
+        answer::respond(&snapshot, &question, MAX_MESSAGE, 1232, &mut out);
+        let response = Message::from_vec(&out).map_err(|e| format!("{name} {rtype}: {e}"))?;
+        if response.queries.first().map(|q| q.name().to_ascii()) != Some(name.clone())
+            || response.metadata.response_code != ResponseCode::NoError
+        {
+            return Err(format!("{name} {rtype}: {response:?}"));
         }
     }
     Ok(())

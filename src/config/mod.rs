@@ -246,16 +246,25 @@ pub enum Format {
     /// go-micro `registry/etcd`: `/micro/registry/<name>/<node id>` → JSON
     /// `Service` with its node.
     GoMicro,
+    /// SkyDNS, as CoreDNS's `etcd` plugin reads it: `/skydns/<labels of
+    /// the name, reversed>` → JSON `msg.Service` (host, port, text, ...).
+    SkyDns,
 }
 
 impl Format {
-    pub const ALL: [Format; 3] = [Format::GoZero, Format::Kratos, Format::GoMicro];
+    pub const ALL: [Format; 4] = [
+        Format::GoZero,
+        Format::Kratos,
+        Format::GoMicro,
+        Format::SkyDns,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Format::GoZero => "gozero",
             Format::Kratos => "kratos",
             Format::GoMicro => "gomicro",
+            Format::SkyDns => "skydns",
         }
     }
 
@@ -266,6 +275,7 @@ impl Format {
             Format::GoZero => "",
             Format::Kratos => "/microservices/",
             Format::GoMicro => "/micro/registry/",
+            Format::SkyDns => "/skydns/",
         }
     }
 }

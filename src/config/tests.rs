@@ -1069,6 +1069,18 @@ fn sources_default_to_go_zero_from_the_etcd_section() {
 }
 
 #[test]
+fn a_skydns_source_reads_coredns_paths() {
+    for (text, prefix) in [
+        ("sources:\n  - format: skydns\n", "/skydns/"),
+        ("sources:\n  - format: skydns\n    prefix: /dns\n", "/dns/"),
+    ] {
+        let config = parse(text).unwrap();
+        assert_eq!(config.sources[0].format, Format::SkyDns);
+        assert_eq!(config.sources[0].prefix, prefix);
+    }
+}
+
+#[test]
 fn bad_sources_name_the_key_and_line() {
     for (text, key, line, says) in [
         ("sources: []\n", "sources", 1, "at least one source"),
@@ -1082,7 +1094,7 @@ fn bad_sources_name_the_key_and_line() {
             "sources:\n  - format: consul\n",
             "sources[0].format",
             2,
-            "gozero, kratos or gomicro",
+            "gozero, kratos, gomicro or skydns",
         ),
         (
             "sources:\n  - format: gomicro\n    patterns: [\"*\"]\n",
@@ -1101,6 +1113,18 @@ fn bad_sources_name_the_key_and_line() {
             "sources[0].suffix",
             3,
             "DNS labels",
+        ),
+        (
+            "sources:\n  - format: skydns\n    suffix: x\n",
+            "sources[0].suffix",
+            3,
+            "no suffix",
+        ),
+        (
+            "sources:\n  - format: skydns\n  - format: skydns\n    prefix: /other\n",
+            "sources[1]",
+            3,
+            "one SkyDNS tree",
         ),
         (
             "sources:\n  - format: gomicro\n    sufix: x\n",

@@ -249,7 +249,7 @@ fn sources_config(
             .scalar(&format!("{key}.format"), None, &raw.format)
             .ok_or_else(|| {
                 src.site(&format!("{key}.format"), entry.referenced)
-                    .error("required in every source (gozero, kratos or gomicro)")
+                    .error("required in every source (gozero, kratos, gomicro or skydns)")
             })?;
         let format = parse_format(&format_item)?;
         let prefix = match src.scalar(&format!("{key}.prefix"), None, &raw.prefix) {
@@ -281,9 +281,28 @@ fn sources_config(
             None => None,
         };
         let suffix = match src.scalar(&format!("{key}.suffix"), None, &raw.suffix) {
+            Some(item) if format == Format::SkyDns => {
+                return Err(item.site.error(
+                    "a skydns source takes its names whole from its keys: it has no suffix",
+                ));
+            }
             Some(item) => parse_suffix(&item)?,
             None => String::new(),
         };
+        let mut prefix = prefix;
+        if format == Format::SkyDns {
+            if let Some(same) = sources.iter().position(|s| s.format == Format::SkyDns) {
+                return Err(src.site(&key, entry.referenced).error(format!(
+                    "sources[{same}] is already a skydns source: one SkyDNS tree feeds the zone"
+                )));
+            }
+            // CoreDNS's `path /skydns` and `/skydns/` are the same tree.
+            if let Some(p) = &mut prefix
+                && !p.ends_with('/')
+            {
+                p.push('/');
+            }
+        }
         let source = match format {
             Format::GoZero => go_zero(prefix, patterns, suffix),
             other => SourceConfig {
@@ -307,7 +326,7 @@ fn sources_config(
 }
 
 fn parse_format(item: &Item) -> Result<Format, ConfigError> {
-    const WHAT: &str = "a registration format: gozero, kratos or gomicro";
+    const WHAT: &str = "a registration format: gozero, kratos, gomicro or skydns";
     let text = item.string(WHAT)?;
     Format::ALL
         .into_iter()

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use crate::serve::cookie::{self, CookieSecret, QueryCookie, ReplyCookie, Verdict};
 use crate::zone::{
     AddrOctets, Endpoint, Lookup, QNAME_OFFSET, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Service,
-    WireRrs, ZoneSnapshot, address_rdata, host_wire, pointer, rrtype, write_rr,
+    SkyAnswer, WireRrs, ZoneSnapshot, address_rdata, host_wire, pointer, rrtype, write_rr,
 };
 
 // ---------------------------------------------------------------------------
@@ -250,6 +250,9 @@ enum Answer<'a> {
     Address(u16, AddrOctets),
     /// The CNAME of a host-name instance.
     Cname(Vec<u8>),
+    /// CoreDNS's answer at a SkyDNS name, written for this query (never
+    /// empty).
+    Sky(SkyAnswer),
     /// No records: NODATA.
     NoData,
     /// No such name.
@@ -327,7 +330,14 @@ pub fn respond(
     } else {
         return Outcome::NotHandled;
     };
-    let answer = choose(lookup, question.qtype);
+    // CoreDNS answers A and AAAA at the apex from `apex.dns.<zone>`.
+    let lookup = match lookup {
+        Lookup::Apex if matches!(question.qtype, rrtype::A | rrtype::AAAA) => snapshot
+            .sky_node("apex.dns")
+            .map_or(Lookup::Apex, Lookup::Sky),
+        lookup => lookup,
+    };
+    let answer = choose(snapshot, lookup, question.qtype);
 
     // Where the apex sits in the echoed question: SOA and NS owners point there.
     let apex_ptr = pointer(QNAME_OFFSET + apex_at as u16);
@@ -338,17 +348,20 @@ pub fn respond(
         Answer::Ns => (NS_RR_LEN, 1),
         Answer::Address(_, octets) => (12 + octets.as_ref().len(), 1),
         Answer::Cname(target) => (12 + target.len(), 1),
+        Answer::Sky(sky) => (sky.answer.len(), usize::from(sky.an)),
         Answer::NoData | Answer::NxDomain => (0, 0),
     };
     let negative = matches!(answer, Answer::NoData | Answer::NxDomain);
     let authority_len = if negative { SOA_RR_LEN } else { 0 };
-    let glue = match &answer {
+    // The additional section: its octets and how many records they are.
+    let glue: Option<(&[u8], usize)> = match &answer {
         Answer::Set {
             glue: Some(glue), ..
-        } => Some(*glue),
+        } => Some((glue.bytes(), glue.count())),
+        Answer::Sky(sky) if sky.ar > 0 => Some((&sky.glue, usize::from(sky.ar))),
         _ => None,
     };
-    let glue_len = glue.map_or(0, WireRrs::byte_len);
+    let glue_len = glue.map_or(0, |(bytes, _)| bytes.len());
     let opt_len = question.edns.as_ref().map_or(0, EdnsQuery::opt_len);
     let base = HEADER_LEN + question.raw.len() + opt_len;
 
@@ -421,6 +434,7 @@ pub fn respond(
                 params.ttl,
                 &[target],
             ),
+            Answer::Sky(sky) => out.extend_from_slice(&sky.answer),
             Answer::NoData | Answer::NxDomain => {}
         }
         // Counts fit: a response is at most 65535 octets.
@@ -429,9 +443,9 @@ pub fn respond(
             write_soa(out, &apex_ptr, params.negative_soa_ttl(), snapshot);
             ns = 1;
         }
-        if with_glue && let Some(glue) = glue {
-            out.extend_from_slice(glue.bytes());
-            ar = glue.count() as u16;
+        if with_glue && let Some((bytes, count)) = glue {
+            out.extend_from_slice(bytes);
+            ar = count as u16;
         }
     }
     if let Some(edns) = &question.edns {
@@ -492,7 +506,7 @@ pub fn slip_response(response: &mut Vec<u8>) {
 }
 
 /// Picks the records for `qtype` at the name `lookup` found.
-fn choose(lookup: Lookup<'_>, qtype: u16) -> Answer<'_> {
+fn choose<'a>(snapshot: &'a ZoneSnapshot, lookup: Lookup<'a>, qtype: u16) -> Answer<'a> {
     use rrtype::{ANY, NS, PTR, SOA, SRV, TXT};
     match lookup {
         Lookup::Apex => match qtype {
@@ -562,6 +576,14 @@ fn choose(lookup: Lookup<'_>, qtype: u16) -> Answer<'_> {
             // every query for it gets the CNAME (CNAME queries included).
             Endpoint::Host { name, .. } => Answer::Cname(host_wire(name)),
         },
+        Lookup::Sky(node) => {
+            let sky = snapshot.sky_answer(node, qtype);
+            if sky.an == 0 {
+                Answer::NoData
+            } else {
+                Answer::Sky(sky)
+            }
+        }
         Lookup::EmptyNonTerminal => Answer::NoData,
         Lookup::NxDomain => Answer::NxDomain,
     }

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::ops::metrics::SkipReason;
 use crate::zone::names::{MAX_LABEL_LEN, MAX_NAME_LEN, Patterns, is_valid_service_key};
-use crate::zone::{Endpoint, Overlay, OverlayTarget, Registration};
+use crate::zone::{Endpoint, Overlay, OverlayTarget, Registration, SkyRecord};
 
 // ===== Limits ===============================================================
 
@@ -36,6 +36,8 @@ pub enum Classified {
     Registrations(Vec<Registration>),
     /// An overlay key: settings for a service or an instance.
     Overlay(Box<(OverlayTarget, Overlay)>),
+    /// A SkyDNS record.
+    Sky(Box<SkyRecord>),
 }
 
 /// What a key alone is to rpcdns: enough to withdraw an instance on a
@@ -204,7 +206,7 @@ fn parse_port(port: Option<&str>) -> Result<u16, SkipReason> {
 
 /// Validates and normalises a host name: lower-cased, one trailing dot
 /// stripped, labels of 1..=63 of `[a-z0-9-_]`, at most 253 octets.
-fn parse_host_name(host: &str) -> Option<String> {
+pub(crate) fn parse_host_name(host: &str) -> Option<String> {
     let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return None;

@@ -21,5 +21,6 @@ pub mod gomicro;
 pub mod gozero;
 pub mod kratos;
 pub mod overlay;
+pub mod skydns;
 pub mod sources;
 pub mod watcher;

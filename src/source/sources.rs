@@ -11,7 +11,7 @@
 use crate::config::{Format, SourceConfig};
 use crate::ops::metrics::SkipReason;
 use crate::source::gozero::{self, Classified};
-use crate::source::{gomicro, kratos, overlay};
+use crate::source::{gomicro, kratos, overlay, skydns};
 use crate::zone::Registration;
 use crate::zone::names::{Patterns, is_valid_service_key};
 
@@ -109,6 +109,7 @@ impl Sources {
                 (Format::GoZero, None) => Classified::Ignored,
                 (Format::GoMicro, _) => gomicro::classify(key, value, &source.prefix),
                 (Format::Kratos, _) => kratos::classify(key, value, &source.prefix),
+                (Format::SkyDns, _) => skydns::classify(key, value, &source.prefix, &self.zone),
             };
             match classified {
                 Classified::Ignored => continue,
@@ -117,6 +118,11 @@ impl Sources {
                         return Classified::Skipped(reason);
                     }
                     return Classified::Registration(registration);
+                }
+                Classified::Sky(mut record) => {
+                    // Config validation keeps the list far below 256.
+                    record.source = u8::try_from(index).unwrap_or(u8::MAX);
+                    return Classified::Sky(record);
                 }
                 Classified::Registrations(mut registrations) => {
                     for registration in &mut registrations {

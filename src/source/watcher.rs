@@ -73,11 +73,16 @@ impl Watcher {
                     self.writer.set_overlay(&key, target, overlay);
                     self.status.clear_skip(&key);
                 }
+                Classified::Sky(record) => {
+                    self.writer.set_sky(&key, *record);
+                    self.status.clear_skip(&key);
+                }
                 Classified::Skipped(reason) => {
                     // SPEC §5: "A value that turns bad withdraws the
                     // instance: DNS never goes on serving the old value."
                     // (An overlay that turns bad stops applying.)
                     self.writer.remove_overlay(&key);
+                    self.writer.remove_sky(&key);
                     let change = self.writer.remove(&key);
                     log_change(&change);
                     if self.status.record_skip(&key, reason.as_str(), mod_revision) {
@@ -97,6 +102,7 @@ impl Watcher {
             },
             KvEvent::Delete { key, .. } => {
                 self.writer.remove_overlay(&key);
+                self.writer.remove_sky(&key);
                 let change = self.writer.remove(&key);
                 log_change(&change);
                 self.status.clear_skip(&key);
@@ -117,6 +123,7 @@ impl SyncSink for Watcher {
             .collect();
         let mut registrations = Vec::with_capacity(kvs.len());
         let mut overlays = Vec::new();
+        let mut sky = Vec::new();
         let mut skipped = BTreeMap::new();
         for (key, value) in kvs {
             match self.sources.classify(&key, &value) {
@@ -125,6 +132,7 @@ impl SyncSink for Watcher {
                 }
                 Classified::Registrations(several) => registrations.push((key, several)),
                 Classified::Overlay(overlay) => overlays.push((key, *overlay)),
+                Classified::Sky(record) => sky.push((key, *record)),
                 Classified::Skipped(reason) => {
                     let entry = SkippedKey {
                         key: String::from_utf8_lossy(&key).into_owned(),
@@ -146,7 +154,7 @@ impl SyncSink for Watcher {
                 Classified::Ignored => {}
             }
         }
-        let (services, instances) = self.writer.replace_all(registrations);
+        let (services, instances) = self.writer.replace_all(registrations, sky);
         for (key, (target, overlay)) in overlays {
             self.writer.set_overlay(&key, target, overlay);
         }

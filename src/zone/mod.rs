@@ -19,6 +19,7 @@
 //! - [`wire`]: record sets in wire form, and the numbers they are made of.
 //! - [`service_config`]: gRPC service configs, validated, as TXT records.
 //! - [`reverse`]: the configured reverse zones and the addresses their names stand for.
+//! - [`skydns`]: the SkyDNS tree (CoreDNS `etcd` plugin records) and its answers.
 //! - [`snapshot`]: the published snapshot, its lookups, the store.
 //! - [`writer`]: the single writer.
 
@@ -29,12 +30,14 @@ use hickory_proto::rr::Name;
 pub mod names;
 pub mod reverse;
 pub mod service_config;
+pub mod skydns;
 pub mod snapshot;
 pub mod wire;
 pub mod writer;
 
 pub use reverse::{ReverseName, ReverseZone};
 pub use service_config::{GrpcConfigs, ServiceConfigTxt};
+pub use skydns::{SkyAnswer, SkyHost, SkyNode, SkyRecord};
 pub use snapshot::{Instance, Lookup, PortName, Service, ZoneSnapshot, ZoneStore};
 pub use wire::{
     AddrOctets, GRPC_SERVICE_OFFSET, QNAME_OFFSET, WireRrs, address_rdata, host_wire, pointer,
@@ -694,16 +697,19 @@ mod tests {
         let mut writer = ZoneWriter::new(store.clone());
         writer.upsert(b"old.rpc/1", reg("old.rpc", "1", "10.0.0.1:1"));
         writer.publish();
-        let counts = writer.replace_all(vec![
-            (
-                b"new.rpc/1".to_vec(),
-                vec![reg("new.rpc", "1", "10.0.0.1:1")],
-            ),
-            (
-                b"new.rpc/2".to_vec(),
-                vec![reg("new.rpc", "2", "10.0.0.2:1")],
-            ),
-        ]);
+        let counts = writer.replace_all(
+            vec![
+                (
+                    b"new.rpc/1".to_vec(),
+                    vec![reg("new.rpc", "1", "10.0.0.1:1")],
+                ),
+                (
+                    b"new.rpc/2".to_vec(),
+                    vec![reg("new.rpc", "2", "10.0.0.2:1")],
+                ),
+            ],
+            Vec::new(),
+        );
         assert_eq!(counts, (1, 2));
         assert!(
             store.load().service("old.rpc").is_some(),
@@ -816,7 +822,7 @@ mod tests {
             let (service, id) = key.split_once('/').unwrap();
             (key.as_bytes().to_vec(), vec![reg(service, id, value)])
         });
-        writer.replace_all(everything.to_vec());
+        writer.replace_all(everything.to_vec(), Vec::new());
         assert!(writer.publish().is_empty(), "a re-read is not news");
         assert_eq!(store.load().several_ports_count(), 1);
 
@@ -900,16 +906,19 @@ mod tests {
         assert_eq!(count(&store), 1);
         let mut writer = ZoneWriter::new(store.clone());
         // The writer starts from an empty zone: replay what is there.
-        writer.replace_all(vec![
-            (
-                b"a.rpc/1".to_vec(),
-                vec![testing::registration("a.rpc", "1", "10.0.0.1:1")],
-            ),
-            (
-                b"b.rpc/2".to_vec(),
-                vec![testing::registration("b.rpc", "2", "10.0.0.1:2")],
-            ),
-        ]);
+        writer.replace_all(
+            vec![
+                (
+                    b"a.rpc/1".to_vec(),
+                    vec![testing::registration("a.rpc", "1", "10.0.0.1:1")],
+                ),
+                (
+                    b"b.rpc/2".to_vec(),
+                    vec![testing::registration("b.rpc", "2", "10.0.0.1:2")],
+                ),
+            ],
+            Vec::new(),
+        );
         writer.publish();
         assert_eq!(count(&store), 2, "two names at one address");
         writer.upsert(

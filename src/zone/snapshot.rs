@@ -15,6 +15,7 @@ use super::wire::WireRrs;
 use std::net::IpAddr;
 
 use super::reverse::{ReverseName, ReverseZone};
+use super::skydns::SkyNode;
 use super::{Endpoint, ZoneParams};
 
 /// The protocol label of `_<scheme>._tcp.<service>`, with its dot.
@@ -302,6 +303,9 @@ pub enum Lookup<'a> {
     /// An address in a reverse zone where instances are registered: their
     /// PTR records.
     Ptr(&'a WireRrs),
+    /// A name of the SkyDNS tree: CoreDNS's answers from the records at
+    /// and below it.
+    Sky(&'a SkyNode),
     /// A name that exists only because names below it do (RFC 8020 ENT).
     EmptyNonTerminal,
     /// No such name.
@@ -327,6 +331,11 @@ pub struct ZoneSnapshot {
     /// kept only when reverse zones are configured. Ordered, so that a
     /// reverse name's prefix is a range.
     pub(super) addresses: imbl::OrdMap<IpAddr, Arc<WireRrs>>,
+    /// Relative name → its SkyDNS node, for every name at or above a
+    /// SkyDNS record.
+    pub(super) sky: imbl::HashMap<Arc<str>, Arc<SkyNode>>,
+    /// SkyDNS records in the zone.
+    pub(super) sky_records: usize,
 }
 
 impl ZoneSnapshot {
@@ -340,6 +349,8 @@ impl ZoneSnapshot {
             instances: 0,
             several_ports: 0,
             addresses: imbl::OrdMap::new(),
+            sky: imbl::HashMap::new(),
+            sky_records: 0,
         }
     }
 
@@ -429,7 +440,37 @@ impl ZoneSnapshot {
     }
 
     /// Classifies a lower-case name relative to the apex (`sms.rpc`).
+    ///
+    /// A name both a SkyDNS record and another source's registration make
+    /// is answered by the one listed first in `sources`; an empty
+    /// non-terminal of the registrations is the SkyDNS name's.
     pub fn lookup_relative(&self, relative: &str) -> Lookup<'_> {
+        let lookup = self.lookup_registered(relative);
+        let Some(node) = self.sky.get(relative) else {
+            return lookup;
+        };
+        match lookup {
+            Lookup::NxDomain | Lookup::EmptyNonTerminal => Lookup::Sky(node),
+            Lookup::Service(service)
+            | Lookup::SchemeService(service, _)
+            | Lookup::Instance(service, _)
+            | Lookup::Port(service, _)
+                if node.source < service.source =>
+            {
+                Lookup::Sky(node)
+            }
+            lookup => lookup,
+        }
+    }
+
+    /// Whether the SkyDNS node at `relative` loses its name to another
+    /// source.
+    fn sky_shadowed(&self, relative: &str) -> bool {
+        !matches!(self.lookup_relative(relative), Lookup::Sky(_))
+    }
+
+    /// [`ZoneSnapshot::lookup_relative`] without the SkyDNS tree.
+    fn lookup_registered(&self, relative: &str) -> Lookup<'_> {
         if relative.is_empty() {
             return Lookup::Apex;
         }
@@ -576,6 +617,19 @@ impl ZoneSnapshot {
                 })
             })
             .collect();
+        let mut sky: Vec<&Arc<SkyNode>> = self.sky.values().collect();
+        sky.sort_by(|a, b| a.name().cmp(b.name()));
+        let sky: Vec<serde_json::Value> = sky
+            .into_iter()
+            .map(|node| {
+                json!({
+                    "name": format!("{}.{}", node.name(), origin),
+                    "records": node.record_count(),
+                    "source": node.source,
+                    "shadowed": self.sky_shadowed(node.name()),
+                })
+            })
+            .collect();
         json!({
             "origin": origin,
             "serial": self.serial(),
@@ -591,6 +645,8 @@ impl ZoneSnapshot {
                 .collect::<Vec<_>>(),
             "ptr_addresses": self.addresses.len(),
             "services": services,
+            "skydns_record_count": self.sky_records,
+            "skydns": sky,
         })
     }
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicUsize;
 
 use super::names::{self, port_label, port_of_label};
 use super::service_config::ServiceConfigTxt;
+use super::skydns::{SkyRecord, SkyTree};
 use super::snapshot::{Instance, PortName, PortSets, SchemeSet, Service, ZoneSnapshot, ZoneStore};
 use super::wire::{
     QNAME_OFFSET, WireBuilder, WireRrs, address_rdata, host_wire, label_wire, metadata_txt,
@@ -62,6 +63,8 @@ pub struct ZoneWriter {
     /// reverse zones are configured: what each address's PTR records are
     /// rebuilt from.
     ptr_names: HashMap<IpAddr, BTreeSet<Box<[u8]>>>,
+    /// The SkyDNS records, by name.
+    sky: SkyTree,
     /// What readers will see next.
     staged: ZoneSnapshot,
 }
@@ -80,6 +83,7 @@ impl ZoneWriter {
             dirty: HashSet::new(),
             several_ports: HashSet::new(),
             ptr_names: HashMap::new(),
+            sky: SkyTree::default(),
             staged,
         }
     }
@@ -190,6 +194,16 @@ impl ZoneWriter {
             .then_some(service)
     }
 
+    /// Sets the SkyDNS record of `key`.
+    pub fn set_sky(&mut self, key: &[u8], record: SkyRecord) {
+        self.sky.set(key, record);
+    }
+
+    /// Removes the SkyDNS record of `key`, if it has one.
+    pub fn remove_sky(&mut self, key: &[u8]) {
+        self.sky.remove(key);
+    }
+
     /// Removes what is registered under `key`, if anything.
     pub fn remove(&mut self, key: &[u8]) -> ServiceChange {
         let Some(service) = self.service_of(key) else {
@@ -225,9 +239,15 @@ impl ZoneWriter {
     pub fn replace_all(
         &mut self,
         registrations: Vec<(Vec<u8>, Vec<Registration>)>,
+        sky: Vec<(Vec<u8>, SkyRecord)>,
     ) -> (usize, usize) {
         let params = self.staged.params.clone();
         let revision = self.staged.revision;
+        self.sky.clear(&self.staged.sky);
+        for (key, record) in sky {
+            self.sky.set(&key, record);
+        }
+        let sky_nodes = std::mem::take(&mut self.staged.sky);
         self.services.clear();
         self.keys.clear();
         self.overlay_keys.clear();
@@ -236,6 +256,8 @@ impl ZoneWriter {
         self.ptr_names.clear();
         self.staged = ZoneSnapshot::empty(params);
         self.staged.revision = revision;
+        // Kept to be rebuilt on publish: the names that went are dirty.
+        self.staged.sky = sky_nodes;
         for (key, registrations) in registrations {
             self.set(&key, registrations);
         }
@@ -255,6 +277,8 @@ impl ZoneWriter {
     /// came to listen on several ports or went back to one.
     pub fn publish(&mut self) -> Vec<PortsChange> {
         let changes = self.rebuild_dirty();
+        self.sky.publish(&mut self.staged.sky);
+        self.staged.sky_records = self.sky.len();
         self.store.current.store(Arc::new(self.staged.clone()));
         changes
     }

@@ -21,6 +21,7 @@ mod lifecycle;
 mod metrics;
 mod programs;
 mod security;
+mod skydns;
 mod soak;
 mod sources;
 mod sync;
