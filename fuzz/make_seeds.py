@@ -71,9 +71,14 @@ def request_path():
              "port-08001.ports.rpc.svc.local", "ports.rpc.svc.local", "_grpc_config.svc.local",
              "5.0.0.10.in-addr.arpa", "6.0.0.10.in-addr.arpa", "0.0.10.in-addr.arpa",
              "10.in-addr.arpa", "01.0.0.10.in-addr.arpa", "1.1.168.192.in-addr.arpa",
-             "1." + "0." * 29 + "d.f.ip6.arpa", "d.f.ip6.arpa"]
+             "1." + "0." * 29 + "d.f.ip6.arpa", "d.f.ip6.arpa",
+             "sky.svc.local", "prod.sky.svc.local", "a.prod.sky.svc.local", "dev.sky.svc.local",
+             "a.dev.sky.svc.local", "c.dev.sky.svc.local", "a.loop.sky.svc.local",
+             "txt.sky.svc.local", "grp.sky.svc.local", "strip.sky.svc.local",
+             "many.sky.svc.local", "long.sky.svc.local", "noport.sky.svc.local",
+             "big.rpc.svc.local", "rpc.svc.local"]
     for name in names:
-        for qtype in ["A", "AAAA", "SRV", "ANY", "TXT", "PTR"]:
+        for qtype in ["A", "AAAA", "SRV", "ANY", "TXT", "PTR", "CNAME"]:
             write("request_path", query(name, qtype))
             write("request_path", query(name, qtype, edns=opt(1232)))
     for name in ["svc.local", "sms.rpc.svc.local", "big.rpc.svc.local", "1.order.rpc.svc.local"]:
@@ -214,6 +219,22 @@ def registration():
     ]
     for key, value in overlays:
         write("registration", bytes([7]) + key.encode() + b"\x00" + value.encode())
+    # SkyDNS under /skydns/ in svc.local (config 8): CoreDNS's test values.
+    skydns = [
+        ("/skydns/local/svc/region1/prod/server1/a", '{"host":"10.0.0.1","port":8080}'),
+        ("/skydns/local/svc/region1/prod/server6/b", '{"host":"::1","port":8080}'),
+        ("/skydns/local/svc/priority", '{"host":"priority.server1","port":8080,"priority":333}'),
+        ("/skydns/local/svc/txt/a", '{"text":"sometext"}'),
+        ("/skydns/local/svc/targetstrip/a", '{"host":"10.0.0.1","port":8080,"targetstrip":1}'),
+        ("/skydns/local/svc/cname/a", '{"host":"b.cname.svc.local"}'),
+        ("/skydns/local/svc/dom/a", '{"host":"127.0.0.1","group":"g1"}'),
+        ("/skydns/local/svc/mail/a", '{"host":"mx.svc.local","priority":50,"mail":true,"ttl":60}'),
+        ("/skydns/local/svc/x", '{"host":"::ffff:10.0.0.9","port":-1,"weight":70000}'),
+        ("/skydns/local/svc/x", '{"port":"80"}'), ("/skydns/local/svc", "{}"),
+        ("/skydns/local/svc/A/b", "[]"), ("/skydns/nl/miek/x", "{}"),
+    ]
+    for key, value in skydns:
+        write("registration", bytes([8]) + key.encode() + b"\x00" + value.encode())
     write("registration", b"\x00sms.rpc/\xff\xfe\x0010.0.0.5:1")
     write("registration", b"\x00sms.rpc/1\x00\xff10.0.0.5:1")
     write("registration", b"\x01\xffsvc/1\x0010.0.0.5:1")

@@ -355,7 +355,7 @@ fn churn_op(rng: &mut StdRng) -> (String, Option<String>) {
     let instance = rng.random_range(0..4u8);
     let delete = rng.random_range(0..4) == 0;
     let weight = rng.random_range(1..50u16);
-    match rng.random_range(0..4) {
+    match rng.random_range(0..5) {
         0 => (
             format!("gz{service}.rpc/{instance}"),
             (!delete).then(|| {
@@ -392,6 +392,16 @@ fn churn_op(rng: &mut StdRng) -> (String, Option<String>) {
                 }),
             )
         }
+        // SkyDNS: an instance below the service's name.
+        3 => (
+            format!("/skydns/local/svc/sk{service}/i{instance}"),
+            (!delete).then(|| {
+                format!(
+                    r#"{{"host":"10.4.{service}.{instance}","port":{},"weight":{weight}}}"#,
+                    7000 + u16::from(instance % 2)
+                )
+            }),
+        ),
         // The overlay: a weight for a go-zero service.
         _ => (
             format!("/o/gz{service}.rpc"),
@@ -443,6 +453,27 @@ fn churn_model(kvs: &BTreeMap<String, String>) -> Model {
             }
         }
     }
+    // SkyDNS: SRV at the service's name, CoreDNS's percent weights.
+    let mut sky: BTreeMap<String, Vec<(u16, u16, std::net::IpAddr)>> = BTreeMap::new();
+    for (key, value) in kvs {
+        if let Some(rest) = key.strip_prefix("/skydns/local/svc/") {
+            let service = rest.split('/').next().unwrap();
+            let json: serde_json::Value = serde_json::from_str(value).unwrap();
+            sky.entry(service.to_owned()).or_default().push((
+                json["weight"].as_u64().unwrap() as u16,
+                json["port"].as_u64().unwrap() as u16,
+                json["host"].as_str().unwrap().parse().unwrap(),
+            ));
+        }
+    }
+    for (service, records) in sky {
+        let total: u64 = records.iter().map(|(w, _, _)| u64::from(*w)).sum();
+        let set = model.entry(service).or_default();
+        for (weight, port, host) in records {
+            let percent = (100.0 / total as f64 * f64::from(weight)).floor().max(1.0) as u16;
+            set.insert((10, percent, port, host));
+        }
+    }
     model
 }
 
@@ -456,25 +487,33 @@ fn churn_answers(dns: std::net::SocketAddr, names: &BTreeSet<String>) -> Result<
             RecordType::SRV,
             Some(4096),
         )?;
-        let glue: BTreeMap<String, std::net::IpAddr> = reply
+        let glue: BTreeMap<String, std::net::Ipv4Addr> = reply
             .additionals
             .iter()
             .filter_map(|r| match &r.data {
-                hickory_proto::rr::RData::A(a) => {
-                    Some((r.name.to_ascii(), std::net::IpAddr::V4(a.0)))
-                }
+                hickory_proto::rr::RData::A(a) => Some((r.name.to_ascii(), a.0)),
                 _ => None,
             })
             .collect();
         let records: BTreeSet<(u16, u16, u16, std::net::IpAddr)> = srv_of(&reply.answers)
             .iter()
             .map(|s| {
-                let address = glue.get(&s.target.to_ascii()).copied();
+                let address = glue
+                    .get(&s.target.to_ascii())
+                    .map(|&a| std::net::IpAddr::V4(a));
                 address
                     .map(|a| (s.priority, s.weight, s.port, a))
                     .ok_or_else(|| format!("{name}: no glue for {}", s.target))
             })
             .collect::<Result<_, _>>()?;
+        // Clients that resolve SRV targets again (Go, Node, Java) get the
+        // glue's address.
+        for (target, address) in &glue {
+            let reply = try_query_udp(dns, target, RecordType::A, None)?;
+            if a_of(&reply.answers) != [*address] {
+                return Err(format!("{target}: A {:?}, glue {address}", reply.answers));
+            }
+        }
         if !records.is_empty() {
             seen.insert(name.clone(), records);
         }
@@ -482,7 +521,7 @@ fn churn_answers(dns: std::net::SocketAddr, names: &BTreeSet<String>) -> Result<
     Ok(seen)
 }
 
-/// Random churn across go-zero, go-micro, kratos and the overlay at once
+/// Random churn across go-zero, go-micro, kratos, SkyDNS and the overlay at once
 /// (200 writes and deletes on one etcd, as fast as etcd takes them): DNS
 /// ends equal to what etcd holds, SRV name by SRV name, record by record,
 /// weights and overlay included. Then etcd is cut off: 200 more changes
@@ -502,7 +541,7 @@ async fn churn_across_all_sources_converges() {
     let proxy = Proxy::start(etcd.client_addr());
     let rpcdns = start_with_config(
         &proxy.endpoint(),
-        "sources:\n  - format: gozero\n  - format: gomicro\n    suffix: micro\n  - format: kratos\noverlay:\n  prefix: /o/\n",
+        "sources:\n  - format: gozero\n  - format: gomicro\n    suffix: micro\n  - format: kratos\n  - format: skydns\noverlay:\n  prefix: /o/\n",
     );
     let dns = rpcdns.dns_addr;
 
