@@ -989,16 +989,17 @@ fn check_sky(key: &[u8], record: crate::zone::SkyRecord) -> Result<(), String> {
         RecordType::MX,
     ] {
         let mut query = Message::query();
-        query.add_query(hickory_proto::op::Query::query(
-            Name::from_ascii(&name).map_err(|e| format!("{name}: {e}"))?,
-            rtype,
-        ));
+        // Raw labels: a leading `-` is fine on the wire (hickory's text
+        // parser refuses it).
+        let qname = Name::from_labels(name.trim_end_matches('.').split('.').map(str::as_bytes))
+            .map_err(|e| format!("{name}: {e}"))?;
+        query.add_query(hickory_proto::op::Query::query(qname.clone(), rtype));
         let packet = query.to_vec().map_err(|e| e.to_string())?;
         let question = answer::parse_query(&packet).ok_or("our own query does not parse")?;
         let mut out = Vec::new();
         answer::respond(&snapshot, &question, MAX_MESSAGE, 1232, &mut out);
         let response = Message::from_vec(&out).map_err(|e| format!("{name} {rtype}: {e}"))?;
-        if response.queries.first().map(|q| q.name().to_ascii()) != Some(name.clone())
+        if response.queries.first().map(|q| q.name()) != Some(&qname)
             || response.metadata.response_code != ResponseCode::NoError
         {
             return Err(format!("{name} {rtype}: {response:?}"));

@@ -18,7 +18,7 @@
 //! (an empty or over-long label, a byte other than a letter, digit, `-`
 //! or `_`), or the zone's own name, is skipped.
 //!
-//! Read from CoreDNS 1.12 (`plugin/etcd/msg/service.go`, `path.go`,
+//! Read from CoreDNS at commit 4b26cced (`plugin/etcd/msg/service.go`, `path.go`,
 //! `etcd.go`). Pure: no I/O.
 
 use std::net::IpAddr;
