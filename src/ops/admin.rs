@@ -125,6 +125,7 @@ impl Collector for Scrape {
             zone_services: snapshot.service_count(),
             zone_instances: snapshot.instance_count(),
             zone_multi_port_services: snapshot.several_ports_count(),
+            zone_skydns_records: snapshot.sky_record_count(),
             etcd_connected: self.status.is_connected(),
             etcd_revision: self.status.revision(),
         })

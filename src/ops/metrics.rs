@@ -38,6 +38,8 @@ pub const DNS_REQUEST_DURATION_SECONDS: &str = "rpcdns_dns_request_duration_seco
 pub const ZONE_SERVICES: &str = "rpcdns_zone_services";
 /// Gauge: instances in the published zone.
 pub const ZONE_INSTANCES: &str = "rpcdns_zone_instances";
+/// Gauge: SkyDNS records in the published zone.
+pub const ZONE_SKYDNS_RECORDS: &str = "rpcdns_zone_skydns_records";
 /// Gauge: services whose instances listen on more than one port.
 pub const ZONE_MULTI_PORT_SERVICES: &str = "rpcdns_zone_multi_port_services";
 /// Gauge: 1 while the etcd connection is up, else 0.
@@ -57,7 +59,7 @@ pub const DNS_COOKIES_TOTAL: &str = "rpcdns_dns_cookies_total";
 pub const RRL_LIMITED_TOTAL: &str = "rpcdns_rrl_limited_total";
 
 /// Every metric name, in rendering order.
-pub const ALL_NAMES: [&str; 12] = [
+pub const ALL_NAMES: [&str; 13] = [
     DNS_QUERIES_TOTAL,
     DNS_REQUEST_DURATION_SECONDS,
     DNS_COOKIES_TOTAL,
@@ -67,6 +69,7 @@ pub const ALL_NAMES: [&str; 12] = [
     ZONE_MULTI_PORT_SERVICES,
     ETCD_CONNECTED,
     ETCD_REVISION,
+    ZONE_SKYDNS_RECORDS,
     ETCD_EVENTS_TOTAL,
     ETCD_RESYNCS_TOTAL,
     SKIPPED_KEYS_TOTAL,
@@ -574,6 +577,7 @@ pub struct Gauges {
     pub zone_services: usize,
     pub zone_instances: usize,
     pub zone_multi_port_services: usize,
+    pub zone_skydns_records: usize,
     pub etcd_connected: bool,
     pub etcd_revision: i64,
 }
@@ -658,6 +662,7 @@ impl Metrics {
             (&GAUGE_SPECS[2], gauges.zone_multi_port_services as f64),
             (&GAUGE_SPECS[3], f64::from(u8::from(gauges.etcd_connected))),
             (&GAUGE_SPECS[4], gauges.etcd_revision as f64),
+            (&GAUGE_SPECS[5], gauges.zone_skydns_records as f64),
         ] {
             let mut gauge = Gauge::default();
             gauge.set_value(value);
@@ -838,7 +843,7 @@ const RRL_LIMITED_SPEC: FamilySpec = FamilySpec {
            truncated response (slip) or nothing (drop).",
     labels: &["action"],
 };
-const GAUGE_SPECS: [FamilySpec; 5] = [
+const GAUGE_SPECS: [FamilySpec; 6] = [
     FamilySpec {
         name: ZONE_SERVICES,
         kind: MetricType::GAUGE,
@@ -867,6 +872,12 @@ const GAUGE_SPECS: [FamilySpec; 5] = [
         name: ETCD_REVISION,
         kind: MetricType::GAUGE,
         help: "The etcd revision the zone reflects.",
+        labels: &[],
+    },
+    FamilySpec {
+        name: ZONE_SKYDNS_RECORDS,
+        kind: MetricType::GAUGE,
+        help: "SkyDNS records (CoreDNS etcd plugin keys) in the published DNS zone.",
         labels: &[],
     },
 ];
@@ -1034,11 +1045,11 @@ mod tests {
             assert!(!family.get_metric().is_empty(), "{}: no series", spec.name);
         }
         // 8 qtypes x 8 rcodes x 2 transports, 2 x (16 buckets + +Inf + sum +
-        // count), 3 cookie results and 2 RRL actions, 5 gauges, 2 + 3 + 12
+        // count), 3 cookie results and 2 RRL actions, 6 gauges, 2 + 3 + 12
         // counters.
         let text = metrics.render(&Gauges::default());
         let series = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(series, 128 + 38 + 5 + 5 + 17);
+        assert_eq!(series, 128 + 38 + 5 + 6 + 17);
     }
 
     /// The value of the sample `series` (name and labels as rendered).
@@ -1146,6 +1157,7 @@ mod tests {
             zone_services: 2,
             zone_instances: 5,
             zone_multi_port_services: 1,
+            zone_skydns_records: 3,
             etcd_connected: true,
             etcd_revision: 42,
         });
@@ -1169,6 +1181,7 @@ mod tests {
         assert_eq!(sample(&text, "rpcdns_zone_instances"), Some(5.0));
         assert_eq!(sample(&text, "rpcdns_etcd_connected"), Some(1.0));
         assert_eq!(sample(&text, "rpcdns_etcd_revision"), Some(42.0));
+        assert_eq!(sample(&text, "rpcdns_zone_skydns_records"), Some(3.0));
     }
 
     fn response(qtype: RecordType, code: ResponseCode, edns: bool) -> Vec<u8> {

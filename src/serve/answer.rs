@@ -13,6 +13,7 @@
 //! echoed byte for byte), and record bytes copied in rotated order.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::serve::cookie::{self, CookieSecret, QueryCookie, ReplyCookie, Verdict};
 use crate::zone::{
@@ -250,9 +251,8 @@ enum Answer<'a> {
     Address(u16, AddrOctets),
     /// The CNAME of a host-name instance.
     Cname(Vec<u8>),
-    /// CoreDNS's answer at a SkyDNS name, written for this query (never
-    /// empty).
-    Sky(SkyAnswer),
+    /// CoreDNS's answer at a SkyDNS name (never empty).
+    Sky(Arc<SkyAnswer>),
     /// No records: NODATA.
     NoData,
     /// No such name.

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::snapshot::{Lookup, ZoneSnapshot};
 use super::wire::{address_rdata, host_wire, pointer, rrtype, write_rr};
@@ -90,6 +90,14 @@ pub struct SkyNode {
     pub(super) own: Option<Arc<SkyRecord>>,
     /// The place of its source in the configured list.
     pub(super) source: u8,
+    /// Whether an answer here depends on other names (a record's host is
+    /// a name: a CNAME to follow, an SRV target's glue). When it does
+    /// not, each answer is written once, on first use, and kept with the
+    /// node: a name with thousands of records below it costs a copy per
+    /// query, not a rebuild.
+    pub(super) follows_names: bool,
+    /// A, AAAA, TXT and SRV, once written (see `follows_names`).
+    pub(super) written: [OnceLock<Arc<SkyAnswer>>; 4],
 }
 
 impl SkyNode {
@@ -221,11 +229,15 @@ impl SkyTree {
             return None;
         }
         let source = below[0].source;
+        let records = group(below).into_boxed_slice();
+        let follows_names = records.iter().any(|r| matches!(r.host, SkyHost::Name(_)));
         Some(SkyNode {
             source,
             name: Arc::from(name),
-            records: group(below).into_boxed_slice(),
+            records,
             own,
+            follows_names,
+            written: Default::default(),
         })
     }
 }
@@ -349,9 +361,25 @@ impl ZoneSnapshot {
         fqdn.strip_suffix(origin.as_str())?.strip_suffix('.')
     }
 
-    /// Writes CoreDNS's answer for `qtype` at `node` (owner: the
-    /// question). No records in `answer` is NODATA.
-    pub fn sky_answer(&self, node: &SkyNode, qtype: u16) -> SkyAnswer {
+    /// CoreDNS's answer for `qtype` at `node` (owner: the question). No
+    /// records in `answer` is NODATA.
+    pub fn sky_answer(&self, node: &SkyNode, qtype: u16) -> Arc<SkyAnswer> {
+        let slot = match qtype {
+            rrtype::A => 0,
+            rrtype::AAAA => 1,
+            rrtype::TXT => 2,
+            rrtype::SRV => 3,
+            _ => return Arc::new(self.write_sky_answer(node, qtype)),
+        };
+        if node.follows_names {
+            return Arc::new(self.write_sky_answer(node, qtype));
+        }
+        node.written[slot]
+            .get_or_init(|| Arc::new(self.write_sky_answer(node, qtype)))
+            .clone()
+    }
+
+    fn write_sky_answer(&self, node: &SkyNode, qtype: u16) -> SkyAnswer {
         let mut out = SkyAnswer::default();
         let question = pointer(super::QNAME_OFFSET);
         match qtype {
@@ -377,7 +405,7 @@ impl ZoneSnapshot {
             // RFC 8482 §4.1: one RRset of those the name has.
             rrtype::ANY => {
                 for qtype in [rrtype::A, rrtype::AAAA, rrtype::SRV, rrtype::TXT] {
-                    out = self.sky_answer(node, qtype);
+                    out = self.write_sky_answer(node, qtype);
                     if out.an > 0 {
                         break;
                     }
@@ -402,14 +430,13 @@ impl ZoneSnapshot {
     ) -> u16 {
         let fqdn = self.sky_fqdn(&node.name);
         let mut count = 0u16;
-        let mut seen: Vec<&[u8]> = Vec::new();
-        let mut addr_seen: Vec<IpAddr> = Vec::new();
+        let mut seen: HashSet<&[u8]> = HashSet::new();
+        let mut addr_seen: HashSet<IpAddr> = HashSet::new();
         for record in node.records.iter() {
             match &record.host {
                 SkyHost::Ip(addr) => {
                     let (rtype, octets) = address_rdata(addr);
-                    if rtype == qtype && !addr_seen.contains(addr) {
-                        addr_seen.push(*addr);
+                    if rtype == qtype && addr_seen.insert(*addr) {
                         write_rr(out, &[owner], rtype, record.ttl, &[octets.as_ref()]);
                         count += 1;
                     }
@@ -417,8 +444,7 @@ impl ZoneSnapshot {
                 // CoreDNS: a host name with text is a TXT record, not
                 // an alias.
                 SkyHost::None | SkyHost::Name(_) if !record.text.is_empty() => {
-                    if qtype == rrtype::TXT && !seen.contains(&record.text.as_bytes()) {
-                        seen.push(record.text.as_bytes());
+                    if qtype == rrtype::TXT && seen.insert(record.text.as_bytes()) {
                         write_rr(
                             out,
                             &[owner],
@@ -500,9 +526,9 @@ impl ZoneSnapshot {
             };
             *totals.entry(record.priority).or_default() += u64::from(weight);
         }
-        let mut srv_seen: Vec<(String, u16)> = Vec::new();
-        let mut glue_seen: Vec<(String, IpAddr)> = Vec::new();
-        let mut chased: Vec<String> = Vec::new();
+        let mut srv_seen: HashSet<(String, u16)> = HashSet::new();
+        let mut glue_seen: HashSet<(String, IpAddr)> = HashSet::new();
+        let mut chased: HashSet<String> = HashSet::new();
         for record in records {
             let Some(port) = record.port else { continue };
             let total = totals.get(&record.priority).copied().unwrap_or(1).max(1) as f64;
@@ -527,8 +553,7 @@ impl ZoneSnapshot {
             rdata.extend_from_slice(&target_wire);
             match &record.host {
                 SkyHost::Ip(addr) => {
-                    if !srv_seen.contains(&(target.clone(), port)) {
-                        srv_seen.push((target.clone(), port));
+                    if srv_seen.insert((target.clone(), port)) {
                         write_rr(
                             &mut out.answer,
                             &[&question],
@@ -538,8 +563,7 @@ impl ZoneSnapshot {
                         );
                         out.an += 1;
                     }
-                    if !glue_seen.contains(&(target.clone(), *addr)) {
-                        glue_seen.push((target.clone(), *addr));
+                    if glue_seen.insert((target.clone(), *addr)) {
                         let (rtype, octets) = address_rdata(addr);
                         write_rr(
                             &mut out.glue,
@@ -567,7 +591,7 @@ impl ZoneSnapshot {
                             .sky_relative(&target)
                             .map(|rel| self.lookup_relative(rel))
                     {
-                        chased.push(target.clone());
+                        chased.insert(target.clone());
                         for qtype in [rrtype::A, rrtype::AAAA] {
                             let mut chain = Vec::new();
                             out.ar += self.sky_chase(

@@ -446,6 +446,9 @@ impl ZoneSnapshot {
     /// non-terminal of the registrations is the SkyDNS name's.
     pub fn lookup_relative(&self, relative: &str) -> Lookup<'_> {
         let lookup = self.lookup_registered(relative);
+        if self.sky.is_empty() {
+            return lookup;
+        }
         let Some(node) = self.sky.get(relative) else {
             return lookup;
         };

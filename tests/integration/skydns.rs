@@ -588,4 +588,8 @@ async fn skydns_beside_go_zero() {
     assert_eq!(entry("db.svc.local.")["shadowed"], false);
     assert_eq!(entry("db.svc.local.")["records"], 2);
     assert_eq!(zone["skydns_record_count"], 4);
+    assert_eq!(
+        metric(rpcdns.http_addr, "rpcdns_zone_skydns_records"),
+        Ok(4.0)
+    );
 }
