@@ -949,10 +949,12 @@ fn check_other_format(index: usize, key: &[u8], value: &[u8]) -> Result<(), Stri
 /// echoed, whatever the type.
 fn check_sky(key: &[u8], record: crate::zone::SkyRecord) -> Result<(), String> {
     const ZONE: &str = "svc.local";
+    // The zone's labels in any letter case.
     let rest = key
-        .strip_prefix(b"/skydns/local/svc/")
+        .strip_prefix(b"/skydns/")
+        .map(|rest| String::from_utf8_lossy(rest).to_ascii_lowercase())
+        .and_then(|rest| rest.strip_prefix("local/svc/").map(str::to_owned))
         .ok_or("a SkyDNS record from a key outside the zone")?;
-    let rest = String::from_utf8_lossy(rest).to_ascii_lowercase();
     let spelled: Vec<&str> = rest.split('/').rev().collect();
     if spelled.join(".") != *record.name {
         return Err(format!("key {rest:?} gave the name {:?}", record.name));
