@@ -26,7 +26,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler};
 use rpcdns::serve::answer;
 use rpcdns::serve::handler::{CaptureResponse, DEFAULT_MAX_UDP_PAYLOAD, DnsHandler};
-use rpcdns::zone::{Endpoint, Registration};
+use rpcdns::zone::{Endpoint, Registration, SkyHost, SkyRecord};
 use rpcdns::zone::{ZoneParams, ZoneStore, ZoneWriter};
 
 /// Instances per service, as in the whole-system benchmarks.
@@ -76,17 +76,21 @@ fn registration(s: u64, k: u64, port: u16) -> Registration {
     }
 }
 
-/// A store holding `instances` instances, published, and its writer.
-fn zone(instances: u64) -> (Arc<ZoneStore>, ZoneWriter) {
-    let params = ZoneParams {
+/// The zone's parameters.
+fn params() -> ZoneParams {
+    ZoneParams {
         // A constant, valid name.
         origin: Name::from_ascii(ORIGIN).unwrap_or_else(|e| panic!("{ORIGIN}: {e}")),
         ttl: 5,
         negative_ttl: 5,
         grpc: Default::default(),
         reverse: Vec::new(),
-    };
-    let store = Arc::new(ZoneStore::new(params));
+    }
+}
+
+/// A store holding `instances` instances, published, and its writer.
+fn zone(instances: u64) -> (Arc<ZoneStore>, ZoneWriter) {
+    let store = Arc::new(ZoneStore::new(params()));
     let mut writer = ZoneWriter::new(store.clone());
     for s in 0..instances / PER_SERVICE {
         for k in 0..PER_SERVICE {
@@ -155,6 +159,48 @@ fn update(c: &mut Criterion) {
                 let s = (round * 7919) % services.min(1024);
                 let port = 9000 + (round % 1000) as u16;
                 writer.upsert(&key_of(s, 0), registration(s, 0, port));
+                writer.publish();
+            })
+        });
+    }
+    group.finish();
+}
+
+/// SkyDNS: an update under a name with `records` records below it (all
+/// in one tree, `/skydns/local/svc/sky/s<n>/i<n>`): the names above the
+/// key are rebuilt, each from at most `MAX_NODE_RECORDS` records, so the
+/// cost must stay flat as the tree grows.
+fn skydns_update(c: &mut Criterion) {
+    let mut group = c.benchmark_group("skydns-update");
+    group.throughput(Throughput::Elements(1));
+    for records in sizes(&[10_000, 100_000]) {
+        let store = Arc::new(ZoneStore::new(params()));
+        let mut writer = ZoneWriter::new(store.clone());
+        let record = |i: u64, port: u16| SkyRecord {
+            name: format!("i{i}.s{}.sky", i % 100).into(),
+            host: SkyHost::Ip(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i as u32))),
+            port: Some(port),
+            priority: 10,
+            weight: 0,
+            text: "".into(),
+            ttl: 300,
+            targetstrip: 0,
+            group: "".into(),
+            source: 0,
+        };
+        for i in 0..records {
+            writer.set_sky(format!("k{i}").as_bytes(), record(i, 80));
+        }
+        writer.publish();
+        let mut round: u64 = 0;
+        group.bench_function(BenchmarkId::new("set+publish", records), |b| {
+            b.iter(|| {
+                round += 1;
+                let i = (round * 7919) % records;
+                writer.set_sky(
+                    format!("k{i}").as_bytes(),
+                    record(i, 9000 + (round % 1000) as u16),
+                );
                 writer.publish();
             })
         });
@@ -253,6 +299,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = lookup, update, answers
+    targets = lookup, update, skydns_update, answers
 }
 criterion_main!(benches);

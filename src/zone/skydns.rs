@@ -7,8 +7,9 @@
 //! `db.svc.local` gets `x`, `y`, ...), or with the key of the name itself
 //! when nothing is below. The writer keeps every record by name
 //! ([`SkyTree`]) and, per batch, rebuilds the node ([`SkyNode`]) of each
-//! name a change is at or below: the cost of an update is the size of the
-//! subtrees above its key, never the zone. Queries read the node and write
+//! name a change is at or below, from at most [`MAX_NODE_RECORDS`] records
+//! each: the cost of an update is bounded by the depth of its key, never
+//! the size of the zone. Queries read the node and write
 //! CoreDNS's answer from it ([`ZoneSnapshot::sky_answer`]): addresses,
 //! TXT, SRV with its percent weights, and CNAME chains followed inside the
 //! zone.
@@ -28,6 +29,10 @@ pub const DEFAULT_PRIORITY: u16 = 10;
 pub const DEFAULT_WEIGHT: u16 = 100;
 /// CoreDNS stops a CNAME chain after this many links.
 const MAX_CHAIN: usize = 8;
+/// The most records a name answers with, the first in key order: a DNS
+/// message holds about 4,000 addresses at most, and this bounds what an
+/// update rebuilds per name above it, whatever the size of the tree.
+pub const MAX_NODE_RECORDS: usize = 4096;
 
 /// What a record's `host` is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,6 +220,7 @@ impl SkyTree {
         let mut below: Vec<Arc<SkyRecord>> = self
             .records
             .range(from..to)
+            .take(MAX_NODE_RECORDS)
             .map(|(_, r)| r.clone())
             .collect();
         if below.is_empty() {
@@ -222,6 +228,7 @@ impl SkyTree {
                 .records
                 .range((path.clone(), Arc::from(&[][..]))..)
                 .take_while(|((p, _), _)| *p == path)
+                .take(MAX_NODE_RECORDS)
                 .map(|(_, r)| r.clone())
                 .collect();
         }
@@ -689,6 +696,21 @@ mod tests {
         tree.clear(&nodes);
         tree.publish(&mut nodes);
         assert!(nodes.is_empty());
+    }
+
+    #[test]
+    fn a_name_answers_with_at_most_the_first_records_below_it() {
+        let mut tree = SkyTree::default();
+        for i in 0..MAX_NODE_RECORDS + 10 {
+            let name = format!("i{i:05}.big");
+            tree.set(name.as_bytes(), (*record(&name, "")).clone());
+        }
+        let mut nodes = imbl::HashMap::new();
+        tree.publish(&mut nodes);
+        let big = nodes.get("big").unwrap();
+        assert_eq!(big.record_count(), MAX_NODE_RECORDS);
+        assert_eq!(&*big.records[0].name, "i00000.big");
+        assert_eq!(tree.len(), MAX_NODE_RECORDS + 10);
     }
 
     #[test]
