@@ -375,7 +375,7 @@ pub fn respond(
     if base + answer_len + authority_len + glue_len > limit {
         with_glue = false;
         if base + answer_len + authority_len > limit {
-            if limit >= MAX_MESSAGE && matches!(answer, Answer::Set { .. }) {
+            if limit >= MAX_MESSAGE && matches!(answer, Answer::Set { .. } | Answer::Sky(_)) {
                 partial = true;
             } else {
                 with_answer = false;
@@ -434,6 +434,11 @@ pub fn respond(
                 params.ttl,
                 &[target],
             ),
+            Answer::Sky(sky) if partial => {
+                let (len, count) = records_within(&sky.answer, limit.saturating_sub(base));
+                out.extend_from_slice(&sky.answer[..len]);
+                answer_count = count;
+            }
             Answer::Sky(sky) => out.extend_from_slice(&sky.answer),
             Answer::NoData | Answer::NxDomain => {}
         }
@@ -625,6 +630,33 @@ fn addresses_or_srv<'a>(service: &'a Service, sets: [&'a WireRrs; 4], qtype: u16
         rotation: service.next_rotation(glue.is_some()),
         glue,
     }
+}
+
+/// The octets and the number of the whole records at the start of
+/// `records` (owners uncompressed, or a compression pointer) that fit in
+/// `budget` octets.
+fn records_within(records: &[u8], budget: usize) -> (usize, usize) {
+    let (mut at, mut count) = (0, 0);
+    while at < records.len() {
+        let name = match records[at] {
+            pointer if pointer & 0xC0 == 0xC0 => 2,
+            _ => match name_len(&records[at..]) {
+                Some(len) => len,
+                None => break,
+            },
+        };
+        let rdlen_at = at + name + 8;
+        let Some(rdlen) = records.get(rdlen_at..rdlen_at + 2) else {
+            break;
+        };
+        let end = rdlen_at + 2 + usize::from(u16::from_be_bytes([rdlen[0], rdlen[1]]));
+        if end > budget.min(records.len()) {
+            break;
+        }
+        at = end;
+        count += 1;
+    }
+    (at, count)
 }
 
 /// Number of labels in a wire name, root excluded.

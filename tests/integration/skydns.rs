@@ -593,3 +593,59 @@ async fn skydns_beside_go_zero() {
         Ok(4.0)
     );
 }
+
+/// A name with more records below it than a message holds: over UDP the
+/// answer is truncated (TC, for the client to ask over TCP); over TCP it
+/// is cut to the whole records that fit, without TC (a client that gets
+/// TC over TCP fails the lookup).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_too_large_for_a_message() {
+    let etcd = Etcd::start();
+    let client = etcd.client().await;
+    let mut kv = client.clone();
+    for batch in 0..16u32 {
+        let ops: Vec<etcd_client::TxnOp> = (0..100u32)
+            .map(|i| {
+                let n = batch * 100 + i;
+                etcd_client::TxnOp::put(
+                    format!("/skydns/local/svc/big/instance-{n:04}"),
+                    format!(
+                        r#"{{"host":"10.2.{}.{}","port":8080}}"#,
+                        n / 250,
+                        n % 250 + 1
+                    ),
+                    None,
+                )
+            })
+            .collect();
+        kv.txn(etcd_client::Txn::new().and_then(ops))
+            .await
+            .expect("txn");
+    }
+    let rpcdns = start_with_config(&etcd.endpoint(), "sources:\n  - format: skydns\n");
+    let dns = rpcdns.dns_addr;
+    eventually(
+        Duration::from_secs(10),
+        || match rpcdns.debug_zone()?["zone"]["skydns_record_count"].as_u64() {
+            Some(1600) => Ok(()),
+            other => Err(format!("{other:?} records")),
+        },
+    );
+    let udp = query_udp(dns, "big.svc.local.", RecordType::SRV, None);
+    assert!(udp.metadata.truncation, "TC over UDP");
+    assert!(udp.answers.is_empty(), "no partial RRset over UDP");
+    let tcp = query_tcp(dns, "big.svc.local.", RecordType::SRV, None);
+    assert_eq!(tcp.metadata.response_code, ResponseCode::NoError);
+    assert!(!tcp.metadata.truncation, "no TC over TCP");
+    let srv = srv_of(&tcp.answers);
+    assert!(
+        (1000..1600).contains(&srv.len()),
+        "{} SRV records over TCP",
+        srv.len()
+    );
+    // 1,600 equal weights: each 100 / 1600 % rounds down to 0, at least 1.
+    assert!(srv.iter().all(|s| s.weight == 1 && s.priority == 10));
+    // The addresses fit in one TCP message whole.
+    let a = query_tcp(dns, "big.svc.local.", RecordType::A, None);
+    assert_eq!(a_of(&a.answers).len(), 1600);
+}
