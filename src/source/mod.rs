@@ -14,6 +14,10 @@
 //!   skipped with a reason, or someone else's key; pure.
 //! - [`gomicro`]: the same for go-micro's etcd registry.
 //! - [`kratos`]: the same for kratos's, one registration per endpoint.
+//! - [`skydns`]: a SkyDNS key/value (CoreDNS's etcd plugin) → a
+//!   [`crate::zone::SkyRecord`] at the name its key spells.
+//! - [`overlay`]: an overlay key/value → weights, priorities, a service
+//!   config.
 //! - [`watcher`]: applies what etcd says to the zone writer.
 
 pub mod etcd;
