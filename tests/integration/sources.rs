@@ -514,8 +514,44 @@ fn churn_answers(dns: std::net::SocketAddr, names: &BTreeSet<String>) -> Result<
                 return Err(format!("{target}: A {:?}, glue {address}", reply.answers));
             }
         }
-        if !records.is_empty() {
+        if records.is_empty() {
+            // A name that went is gone, not empty.
+            if reply.metadata.response_code != hickory_proto::op::ResponseCode::NXDomain {
+                return Err(format!(
+                    "{name}: no records, yet {:?}",
+                    reply.metadata.response_code
+                ));
+            }
+        } else {
             seen.insert(name.clone(), records);
+        }
+    }
+    // The service name's A set is every address of its SRV names
+    // (`_<scheme>._tcp.<service>`, or the SkyDNS name itself).
+    let mut services: BTreeMap<String, BTreeSet<std::net::IpAddr>> = BTreeMap::new();
+    for (name, records) in &seen {
+        let service = match name.strip_prefix('_').and_then(|n| n.split_once("._tcp.")) {
+            Some((_, service)) => service.to_owned(),
+            None => name.clone(),
+        };
+        services
+            .entry(service)
+            .or_default()
+            .extend(records.iter().map(|r| r.3));
+    }
+    for (service, want) in services {
+        let reply = try_query_udp(
+            dns,
+            &format!("{service}.svc.local."),
+            RecordType::A,
+            Some(4096),
+        )?;
+        let got: BTreeSet<std::net::IpAddr> = a_of(&reply.answers)
+            .into_iter()
+            .map(std::net::IpAddr::V4)
+            .collect();
+        if got != want {
+            return Err(format!("{service}: A {got:?}, SRV addresses {want:?}"));
         }
     }
     Ok(seen)
@@ -524,7 +560,9 @@ fn churn_answers(dns: std::net::SocketAddr, names: &BTreeSet<String>) -> Result<
 /// Random churn across go-zero, go-micro, kratos, SkyDNS and the overlay at once
 /// (200 writes and deletes on one etcd, as fast as etcd takes them): DNS
 /// ends equal to what etcd holds, SRV name by SRV name, record by record,
-/// weights and overlay included. Then etcd is cut off: 200 more changes
+/// weights and overlay included; every SRV target answers A with its glue's
+/// address, every service name A with its SRV records' addresses, and
+/// every name that went is NXDOMAIN. Then etcd is cut off: 200 more changes
 /// and a compaction of their history happen unseen, DNS keeps answering
 /// the last-known zone, and once etcd is back it equals etcd again (a
 /// full re-read). `RPCDNS_CHURN_SEED` replays a run.
