@@ -1318,3 +1318,77 @@ async fn glibc_resolves_through_resolv_conf_for_getent_curl_and_getaddrinfo() {
     eprintln!("glibc clients ran in {:?}", started.elapsed());
     drop(reg);
 }
+
+/// Go's resolver on SkyDNS records (CoreDNS's etcd format): SRV at a name
+/// with records below it, each target resolved again, and an alias that is
+/// a CNAME to another SkyDNS name, which Go follows inside the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_resolver_follows_skydns_records() {
+    let Some(bin) = go_resolver() else { return };
+    let etcd = Etcd::start();
+    let client = etcd.client().await;
+    for (key, value) in [
+        (
+            "db/primary",
+            r#"{"host":"10.1.0.1","port":5432,"weight":30}"#,
+        ),
+        (
+            "db/replica",
+            r#"{"host":"fd00:1::2","port":5432,"weight":10}"#,
+        ),
+        ("web", r#"{"host":"alias.svc.local"}"#),
+        ("alias", r#"{"host":"primary.db.svc.local"}"#),
+    ] {
+        put(&client, format!("/skydns/local/svc/{key}"), value).await;
+    }
+    let rpcdns = start_with_config(&etcd.endpoint(), "sources:\n  - format: skydns\n");
+    let queries = [
+        "srv:::db.svc.local",
+        "hosts:::db.svc.local",
+        "host:db.svc.local",
+        "host:web.svc.local",
+        "host:nope.db.svc.local",
+    ];
+    let ran = run(
+        Command::new(&bin)
+            .arg(rpcdns.dns_addr.to_string())
+            .args(queries),
+        CLIENT_RUN,
+    );
+    ran.expect_success("go");
+    let results = parse_client_output(&ran.stdout);
+    assert_srv(
+        &results,
+        "go",
+        queries[0],
+        &[
+            "10 75 5432 primary.db.svc.local".to_owned(),
+            "10 25 5432 replica.db.svc.local".to_owned(),
+        ],
+    );
+    let got: BTreeSet<String> = ok_result(&results, "go", queries[1])
+        .values
+        .iter()
+        .map(|v| srv_text(v).replacen(". ", " ", 1))
+        .collect();
+    assert_eq!(
+        got,
+        BTreeSet::from([
+            "primary.db.svc.local 10.1.0.1".to_owned(),
+            "replica.db.svc.local fd00:1::2".to_owned(),
+        ])
+    );
+    let both: BTreeSet<IpAddr> = ["10.1.0.1", "fd00:1::2"]
+        .iter()
+        .map(|a| a.parse().expect("address"))
+        .collect();
+    assert_addrs(&results, "go", queries[2], &both);
+    // web → alias → primary.db: two CNAMEs, then the address.
+    assert_addrs(
+        &results,
+        "go",
+        queries[3],
+        &BTreeSet::from(["10.1.0.1".parse().expect("address")]),
+    );
+    assert_error(&results, "go", queries[4], "no such host");
+}
