@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{
-    Config, DnsConfig, EtcdConfig, GrpcConfig, HttpConfig, LogConfig, SourceConfig,
+    Config, DnsConfig, EtcdConfig, GrpcConfig, HttpConfig, LogConfig, SourceConfig, StateConfig,
 };
 use crate::ops::admin::{self, AdminState};
 use crate::ops::metrics::Metrics;
@@ -29,6 +29,7 @@ use crate::serve::tcp;
 use crate::serve::udp::{self, UdpServer};
 use crate::source::etcd;
 use crate::source::sources::Sources;
+use crate::source::state;
 use crate::source::watcher::Watcher;
 use crate::zone::{GrpcConfigs, ReverseZone, ZoneParams, ZoneStore, ZoneWriter};
 
@@ -57,6 +58,8 @@ pub enum RunError {
     Sync(#[from] etcd::SyncError),
     #[error("{0} stopped unexpectedly")]
     TaskEnded(&'static str),
+    #[error("state.dir {dir}: {source}")]
+    StateDir { dir: String, source: io::Error },
 }
 
 /// The bound DNS and HTTP listeners; bound before anything runs so that a
@@ -144,6 +147,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         grpc,
         sources,
         overlay,
+        state,
     } = config;
     raise_open_file_limit();
     let listeners = Listeners::bind(&dns, &http).await?;
@@ -159,6 +163,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         dns,
         grpc,
         (sources, overlay),
+        state,
         listeners,
         shutdown.clone(),
     )
@@ -215,6 +220,7 @@ pub async fn serve(
     dns: DnsConfig,
     grpc: GrpcConfig,
     (sources, overlay): (Vec<SourceConfig>, Option<String>),
+    state_config: StateConfig,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
@@ -246,6 +252,7 @@ pub async fn serve(
     let store = Arc::new(ZoneStore::new(params));
     let status = Arc::new(SyncStatus::new());
     let metrics = Arc::new(Metrics::new());
+    let fingerprint = state::fingerprint(&origin_text, &format!("{sources:?} overlay {overlay:?}"));
     let mut sources = Sources::new(&sources, &origin_text).map_err(RunError::Pattern)?;
     if let Some(prefix) = &overlay {
         sources = sources.with_overlay(prefix);
@@ -259,8 +266,40 @@ pub async fn serve(
         status.clone(),
         metrics.clone(),
         sources,
-        origin_text,
+        origin_text.clone(),
     );
+    // The state file: served until the first full read, then kept up to
+    // date.
+    let state_token = CancellationToken::new();
+    let mut state_writer = None;
+    if let Some(dir) = &state_config.dir {
+        std::fs::create_dir_all(dir).map_err(|source| RunError::StateDir {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+        match state::load(dir, &fingerprint, state_config.max_bytes) {
+            Ok(Some(file)) => watcher.load_stale(file),
+            Ok(None) => info!(dir = %dir.display(), "no state file yet"),
+            Err(error) => warn!(
+                file = %dir.join(state::FILE_NAME).display(),
+                %error,
+                "state file not served"
+            ),
+        }
+        let keeper = Arc::new(state::Keeper::default());
+        watcher = watcher.with_state(keeper.clone());
+        state_writer = Some(tokio::spawn(state::run_writer(
+            state::WriterConfig {
+                dir: dir.clone(),
+                fingerprint,
+                zone: origin_text,
+                max_bytes: state_config.max_bytes,
+            },
+            keeper,
+            metrics.clone(),
+            state_token.clone(),
+        )));
+    }
     let sync_token = shutdown.child_token();
     let mut sync =
         tokio::spawn(async move { etcd::run(&etcd_config, &mut watcher, sync_token).await });
@@ -339,6 +378,11 @@ pub async fn serve(
         shutdown.cancel();
         if !sync.is_finished() {
             let _ = (&mut sync).await;
+        }
+        // The watcher has stopped: the state file gets its last change.
+        state_token.cancel();
+        if let Some(writer) = state_writer.take() {
+            let _ = writer.await;
         }
         // The UDP threads finish the batch in hand; joining them blocks.
         let udp = tokio::task::spawn_blocking(move || {

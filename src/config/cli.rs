@@ -55,6 +55,10 @@ pub struct Cli {
     /// Log format: text or json [default: text].
     #[arg(long = "log-format", value_name = "text|json")]
     pub log_format: Option<String>,
+    /// Directory for the on-disk copy of the zone, served at start while
+    /// etcd is unreachable [default: none].
+    #[arg(long = "state-dir", value_name = "DIR")]
+    pub state_dir: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

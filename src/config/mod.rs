@@ -137,7 +137,24 @@ pub struct Config {
     /// The key prefix of the overlay (weights, priorities and service
     /// configs for registrations that carry none); `None`: off.
     pub overlay: Option<String>,
+    /// The on-disk copy of the zone.
+    pub state: StateConfig,
 }
+
+/// `state`: where rpcdns keeps a copy of the last zone, to serve when it
+/// starts while etcd is unreachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    /// The directory (created at start); `None`: no copy.
+    pub dir: Option<PathBuf>,
+    /// The largest copy written or read, in octets.
+    pub max_bytes: u64,
+}
+
+/// Default `state.max_bytes`: 256 MiB, a few million registrations.
+pub const DEFAULT_STATE_MAX_BYTES: u64 = 256 << 20;
+/// Accepted `state.max_bytes`: 1 KiB to 16 GiB.
+pub const STATE_MAX_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1024..=(16 << 30);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EtcdConfig {
@@ -460,6 +477,14 @@ impl Config {
         out.push_str("overlay:\n");
         let prefix = self.overlay.as_deref().map_or("null".to_owned(), quote);
         yaml_kv(&mut out, "prefix", &prefix);
+        out.push_str("state:\n");
+        let dir = self
+            .state
+            .dir
+            .as_ref()
+            .map_or("null".to_owned(), |d| quote(&d.display().to_string()));
+        yaml_kv(&mut out, "dir", &dir);
+        yaml_kv(&mut out, "max_bytes", &self.state.max_bytes.to_string());
         out.push_str("sources:\n");
         for source in &self.sources {
             out.push_str(&format!("  - format: {}\n", source.format.as_str()));

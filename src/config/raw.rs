@@ -117,7 +117,9 @@ impl<'de> Visitor<'de> for RawValueVisitor {
 
 pub(super) type Leaf = Option<Spanned<RawValue>>;
 
-pub(super) const ROOT_KEYS: &[&str] = &["etcd", "dns", "http", "log", "grpc", "sources", "overlay"];
+pub(super) const ROOT_KEYS: &[&str] = &[
+    "etcd", "dns", "http", "log", "grpc", "sources", "overlay", "state",
+];
 pub(super) const ETCD_KEYS: &[&str] = &[
     "endpoints",
     "prefix",
@@ -152,6 +154,7 @@ pub(super) const LOG_KEYS: &[&str] = &["level", "format"];
 pub(super) const GRPC_KEYS: &[&str] = &["service_config", "overrides"];
 pub(super) const SOURCE_KEYS: &[&str] = &["format", "prefix", "patterns", "suffix"];
 pub(super) const OVERLAY_KEYS: &[&str] = &["prefix"];
+pub(super) const STATE_KEYS: &[&str] = &["dir", "max_bytes"];
 pub(super) const GRPC_OVERRIDE_KEYS: &[&str] = &["pattern", "service_config"];
 
 /// Maps the key list in serde's "unknown field" error back to the section it
@@ -170,6 +173,7 @@ fn section_of(expected: &[&str]) -> Option<&'static str> {
         (GRPC_OVERRIDE_KEYS, "grpc.overrides[]."),
         (SOURCE_KEYS, "sources[]."),
         (OVERLAY_KEYS, "overlay."),
+        (STATE_KEYS, "state."),
     ]
     .into_iter()
     .find(|(keys, _)| *keys == expected)
@@ -180,7 +184,7 @@ fn section_of(expected: &[&str]) -> Option<&'static str> {
 #[derive(Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with the sections etcd, dns, http, log, grpc, sources and overlay"
+    expecting = "a mapping with the sections etcd, dns, http, log, grpc, sources, overlay and state"
 )]
 pub(super) struct RawConfig {
     pub(super) etcd: Option<RawEtcd>,
@@ -190,6 +194,17 @@ pub(super) struct RawConfig {
     pub(super) grpc: Option<RawGrpc>,
     pub(super) sources: Option<Spanned<Option<Vec<Spanned<RawSource>>>>>,
     pub(super) overlay: Option<RawOverlay>,
+    pub(super) state: Option<RawState>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "the state section: a mapping of dir, max_bytes"
+)]
+pub(super) struct RawState {
+    pub(super) dir: Leaf,
+    pub(super) max_bytes: Leaf,
 }
 
 #[derive(Default, Deserialize)]

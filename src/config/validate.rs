@@ -202,6 +202,7 @@ pub(super) fn build(text: Option<(&str, &str)>, cli: &Cli) -> Result<Config, Con
         Some(item) => Some(non_empty_string(&item)?.to_owned()),
         None => None,
     };
+    let state = state_config(&src, cli, raw.state.unwrap_or_default())?;
     Ok(Config {
         etcd,
         dns,
@@ -210,7 +211,24 @@ pub(super) fn build(text: Option<(&str, &str)>, cli: &Cli) -> Result<Config, Con
         grpc,
         sources,
         overlay,
+        state,
     })
+}
+
+fn state_config(src: &Sources<'_>, cli: &Cli, raw: RawState) -> Result<StateConfig, ConfigError> {
+    let dir = match src.scalar(
+        "state.dir",
+        cli.state_dir.as_deref().map(|d| ("--state-dir", d)),
+        &raw.dir,
+    ) {
+        Some(item) => Some(PathBuf::from(non_empty_string(&item)?)),
+        None => None,
+    };
+    let max_bytes = match src.scalar("state.max_bytes", None, &raw.max_bytes) {
+        Some(item) => integer_in(&item, STATE_MAX_BYTES_RANGE, "octets")?,
+        None => DEFAULT_STATE_MAX_BYTES,
+    };
+    Ok(StateConfig { dir, max_bytes })
 }
 
 /// `sources`: without it, go-zero alone from `etcd.prefix` and

@@ -126,6 +126,7 @@ impl Collector for Scrape {
             zone_instances: snapshot.instance_count(),
             zone_multi_port_services: snapshot.several_ports_count(),
             zone_skydns_records: snapshot.sky_record_count(),
+            zone_stale: self.status.is_stale(),
             etcd_connected: self.status.is_connected(),
             etcd_revision: self.status.revision(),
         })
@@ -246,18 +247,39 @@ fn respond(state: &AdminState, method: &Method, path: &str) -> Response<Full<Byt
     }
     match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if state.status.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/readyz" if state.status.is_shutting_down() => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: shutting down\n",
-        ),
-        "/readyz" => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: waiting for the first full etcd read\n",
-        ),
+        "/readyz" => readyz(state),
         "/debug/zone" => debug_zone(state),
         _ => metrics(state),
     }
+}
+
+/// 200 once the zone is there (the first full read, or the state file's
+/// copy, which `stale` marks), 503 before and from shutdown on; JSON that
+/// says which.
+fn readyz(state: &AdminState) -> Response<Full<Bytes>> {
+    let status = &state.status;
+    let (code, reason) = if status.is_ready() {
+        (StatusCode::OK, None)
+    } else if status.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, Some("shutting down"))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("waiting for the first full etcd read"),
+        )
+    };
+    let mut body = serde_json::json!({
+        "ready": code == StatusCode::OK,
+        "stale": status.is_stale(),
+        "etcd_connected": status.is_connected(),
+        "revision": status.revision(),
+    });
+    if let Some(reason) = reason {
+        body["reason"] = reason.into();
+    }
+    let mut bytes = body.to_string().into_bytes();
+    bytes.push(b'\n');
+    with_type(code, JSON_CONTENT_TYPE, Bytes::from(bytes))
 }
 
 fn debug_zone(state: &AdminState) -> Response<Full<Bytes>> {
@@ -432,19 +454,26 @@ mod tests {
         let server = start(HEADER_READ_TIMEOUT).await;
         let before = request(server.addr, "GET", "/readyz").await;
         assert_eq!(before.status, 503);
-        assert_eq!(
-            before.body,
-            "not ready: waiting for the first full etcd read\n"
-        );
+        assert_eq!(before.header("content-type"), Some(JSON_CONTENT_TYPE));
+        let json = |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap();
+        let body = json(&before.body);
+        assert_eq!(body["ready"], false);
+        assert_eq!(body["reason"], "waiting for the first full etcd read");
         server.state.status.mark_ready();
+        server.state.status.set_stale(true);
         let after = request(server.addr, "GET", "/readyz?verbose=1").await;
         assert_eq!(after.status, 200);
-        assert_eq!(after.body, "ready\n");
+        let body = json(&after.body);
+        assert_eq!(
+            (&body["ready"], &body["stale"]),
+            (&true.into(), &true.into())
+        );
+        assert!(body.get("reason").is_none());
 
         server.state.status.begin_shutdown();
         let during = request(server.addr, "GET", "/readyz").await;
         assert_eq!(during.status, 503);
-        assert_eq!(during.body, "not ready: shutting down\n");
+        assert_eq!(json(&during.body)["reason"], "shutting down");
         assert_eq!(request(server.addr, "GET", "/healthz").await.status, 200);
     }
 

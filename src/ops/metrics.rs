@@ -40,6 +40,11 @@ pub const ZONE_SERVICES: &str = "rpcdns_zone_services";
 pub const ZONE_INSTANCES: &str = "rpcdns_zone_instances";
 /// Gauge: SkyDNS records in the published zone.
 pub const ZONE_SKYDNS_RECORDS: &str = "rpcdns_zone_skydns_records";
+/// Gauge: 1 while the zone served is the state file's, not yet replaced
+/// by a full etcd read.
+pub const ZONE_STALE: &str = "rpcdns_zone_stale";
+/// Counter: writes of the state file, by `result`.
+pub const STATE_WRITES_TOTAL: &str = "rpcdns_state_writes_total";
 /// Gauge: services whose instances listen on more than one port.
 pub const ZONE_MULTI_PORT_SERVICES: &str = "rpcdns_zone_multi_port_services";
 /// Gauge: 1 while the etcd connection is up, else 0.
@@ -59,7 +64,7 @@ pub const DNS_COOKIES_TOTAL: &str = "rpcdns_dns_cookies_total";
 pub const RRL_LIMITED_TOTAL: &str = "rpcdns_rrl_limited_total";
 
 /// Every metric name, in rendering order.
-pub const ALL_NAMES: [&str; 13] = [
+pub const ALL_NAMES: [&str; 15] = [
     DNS_QUERIES_TOTAL,
     DNS_REQUEST_DURATION_SECONDS,
     DNS_COOKIES_TOTAL,
@@ -70,9 +75,11 @@ pub const ALL_NAMES: [&str; 13] = [
     ETCD_CONNECTED,
     ETCD_REVISION,
     ZONE_SKYDNS_RECORDS,
+    ZONE_STALE,
     ETCD_EVENTS_TOTAL,
     ETCD_RESYNCS_TOTAL,
     SKIPPED_KEYS_TOTAL,
+    STATE_WRITES_TOTAL,
 ];
 
 /// Content type of the Prometheus text exposition format.
@@ -417,6 +424,33 @@ impl RrlAction {
     }
 }
 
+/// `result` label of [`STATE_WRITES_TOTAL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateWrite {
+    /// The copy is on disk.
+    Written,
+    /// Over `state.max_bytes`: not written (and the old copy removed).
+    TooLarge,
+    /// The file system refused it.
+    Failed,
+}
+
+impl StateWrite {
+    pub const ALL: [StateWrite; 3] = [
+        StateWrite::Written,
+        StateWrite::TooLarge,
+        StateWrite::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateWrite::Written => "written",
+            StateWrite::TooLarge => "too_large",
+            StateWrite::Failed => "failed",
+        }
+    }
+}
+
 /// `type` label of [`ETCD_EVENTS_TOTAL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -568,6 +602,7 @@ pub struct Metrics {
     events: [AtomicU64; EventType::ALL.len()],
     resyncs: [AtomicU64; RESYNC_REASONS.len()],
     skipped: [AtomicU64; SkipReason::ALL.len()],
+    state_writes: [AtomicU64; StateWrite::ALL.len()],
 }
 
 /// Point-in-time values the scrape reads from elsewhere (the zone snapshot
@@ -578,6 +613,7 @@ pub struct Gauges {
     pub zone_instances: usize,
     pub zone_multi_port_services: usize,
     pub zone_skydns_records: usize,
+    pub zone_stale: bool,
     pub etcd_connected: bool,
     pub etcd_revision: i64,
 }
@@ -604,6 +640,7 @@ impl Metrics {
             events: std::array::from_fn(|_| AtomicU64::new(0)),
             resyncs: std::array::from_fn(|_| AtomicU64::new(0)),
             skipped: std::array::from_fn(|_| AtomicU64::new(0)),
+            state_writes: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -620,6 +657,10 @@ impl Metrics {
 
     pub fn etcd_resync(&self, reason: ResyncReason) {
         self.resyncs[resync_index(reason)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn state_write(&self, result: StateWrite) {
+        self.state_writes[result as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn skipped_key(&self, reason: SkipReason) {
@@ -663,6 +704,7 @@ impl Metrics {
             (&GAUGE_SPECS[3], f64::from(u8::from(gauges.etcd_connected))),
             (&GAUGE_SPECS[4], gauges.etcd_revision as f64),
             (&GAUGE_SPECS[5], gauges.zone_skydns_records as f64),
+            (&GAUGE_SPECS[6], f64::from(u8::from(gauges.zone_stale))),
         ] {
             let mut gauge = Gauge::default();
             gauge.set_value(value);
@@ -720,6 +762,14 @@ impl Metrics {
             SkipReason::ALL
                 .iter()
                 .zip(&self.skipped)
+                .map(|(r, value)| (r.as_str(), value.load(Ordering::Relaxed)))
+                .collect(),
+        ));
+        families.push(counters(
+            &STATE_WRITES_SPEC,
+            StateWrite::ALL
+                .iter()
+                .zip(&self.state_writes)
                 .map(|(r, value)| (r.as_str(), value.load(Ordering::Relaxed)))
                 .collect(),
         ));
@@ -843,7 +893,7 @@ const RRL_LIMITED_SPEC: FamilySpec = FamilySpec {
            truncated response (slip) or nothing (drop).",
     labels: &["action"],
 };
-const GAUGE_SPECS: [FamilySpec; 6] = [
+const GAUGE_SPECS: [FamilySpec; 7] = [
     FamilySpec {
         name: ZONE_SERVICES,
         kind: MetricType::GAUGE,
@@ -880,6 +930,12 @@ const GAUGE_SPECS: [FamilySpec; 6] = [
         help: "SkyDNS records (CoreDNS etcd plugin keys) in the published DNS zone.",
         labels: &[],
     },
+    FamilySpec {
+        name: ZONE_STALE,
+        kind: MetricType::GAUGE,
+        help: "1 while the zone served is the state file's copy, from before a restart, not yet replaced by a full etcd read.",
+        labels: &[],
+    },
 ];
 const ETCD_EVENTS_SPEC: FamilySpec = FamilySpec {
     name: ETCD_EVENTS_TOTAL,
@@ -892,6 +948,12 @@ const ETCD_RESYNCS_SPEC: FamilySpec = FamilySpec {
     kind: MetricType::COUNTER,
     help: "Full reads of the watched keys, by reason (initial, compacted, canceled).",
     labels: &["reason"],
+};
+const STATE_WRITES_SPEC: FamilySpec = FamilySpec {
+    name: STATE_WRITES_TOTAL,
+    kind: MetricType::COUNTER,
+    help: "Writes of the state file (state.dir), by result: written, too_large (over state.max_bytes), failed.",
+    labels: &["result"],
 };
 const SKIPPED_KEYS_SPEC: FamilySpec = FamilySpec {
     name: SKIPPED_KEYS_TOTAL,
@@ -910,7 +972,12 @@ pub fn family_specs() -> impl Iterator<Item = &'static FamilySpec> {
     ]
     .into_iter()
     .chain(GAUGE_SPECS.iter())
-    .chain([&ETCD_EVENTS_SPEC, &ETCD_RESYNCS_SPEC, &SKIPPED_KEYS_SPEC])
+    .chain([
+        &ETCD_EVENTS_SPEC,
+        &ETCD_RESYNCS_SPEC,
+        &SKIPPED_KEYS_SPEC,
+        &STATE_WRITES_SPEC,
+    ])
 }
 
 fn family(spec: &FamilySpec, metrics: Vec<Metric>) -> MetricFamily {
@@ -1045,11 +1112,11 @@ mod tests {
             assert!(!family.get_metric().is_empty(), "{}: no series", spec.name);
         }
         // 8 qtypes x 8 rcodes x 2 transports, 2 x (16 buckets + +Inf + sum +
-        // count), 3 cookie results and 2 RRL actions, 6 gauges, 2 + 3 + 12
-        // counters.
+        // count), 3 cookie results and 2 RRL actions, 7 gauges, 2 + 3 + 12
+        // + 3 counters.
         let text = metrics.render(&Gauges::default());
         let series = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(series, 128 + 38 + 5 + 6 + 17);
+        assert_eq!(series, 128 + 38 + 5 + 7 + 20);
     }
 
     /// The value of the sample `series` (name and labels as rendered).
@@ -1158,6 +1225,7 @@ mod tests {
             zone_instances: 5,
             zone_multi_port_services: 1,
             zone_skydns_records: 3,
+            zone_stale: true,
             etcd_connected: true,
             etcd_revision: 42,
         });
@@ -1182,6 +1250,7 @@ mod tests {
         assert_eq!(sample(&text, "rpcdns_etcd_connected"), Some(1.0));
         assert_eq!(sample(&text, "rpcdns_etcd_revision"), Some(42.0));
         assert_eq!(sample(&text, "rpcdns_zone_skydns_records"), Some(3.0));
+        assert_eq!(sample(&text, "rpcdns_zone_stale"), Some(1.0));
     }
 
     fn response(qtype: RecordType, code: ResponseCode, edns: bool) -> Vec<u8> {

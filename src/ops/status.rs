@@ -31,6 +31,9 @@ pub struct SyncStatus {
     /// are still answered.
     shutting_down: AtomicBool,
     connected: AtomicBool,
+    /// The zone served is the state file's, not yet replaced by a full
+    /// etcd read.
+    stale: AtomicBool,
     revision: AtomicI64,
     skipped: Mutex<BTreeMap<Vec<u8>, SkippedKey>>,
 }
@@ -65,6 +68,16 @@ impl SyncStatus {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// The zone is the state file's (`true`) until the first full read
+    /// replaces it (`false`).
+    pub fn set_stale(&self, stale: bool) {
+        self.stale.store(stale, Ordering::Release);
+    }
+
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Acquire)
     }
 
     pub fn set_connected(&self, connected: bool) {

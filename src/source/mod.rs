@@ -27,4 +27,5 @@ pub mod kratos;
 pub mod overlay;
 pub mod skydns;
 pub mod sources;
+pub mod state;
 pub mod watcher;

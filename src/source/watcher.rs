@@ -15,6 +15,7 @@ use crate::ops::status::{SkippedKey, SyncStatus};
 use crate::source::etcd::{KvEvent, SyncSink};
 use crate::source::gozero::Classified;
 use crate::source::sources::Sources;
+use crate::source::state::{Keeper, Kvs, StateFile};
 use crate::zone::names::port_label;
 use crate::zone::{PortsChange, ServiceChange, ZoneWriter};
 
@@ -27,6 +28,10 @@ pub struct Watcher {
     sources: Sources,
     /// Apex without the trailing dot.
     zone: String,
+    /// With `state.dir`: the keys and values the zone is made of (the
+    /// sources' keys, not other programs'), and where the state file's
+    /// writer picks them up.
+    state: Option<(Kvs, Arc<Keeper>)>,
 }
 
 impl Watcher {
@@ -44,7 +49,47 @@ impl Watcher {
             metrics,
             sources,
             zone,
+            state: None,
         }
+    }
+
+    /// Keeps the keys and values the zone is made of, and offers them to
+    /// `keeper` after every change (for the state file).
+    pub fn with_state(mut self, keeper: Arc<Keeper>) -> Self {
+        self.state = Some((Kvs::new(), keeper));
+        self
+    }
+
+    /// Serves a state file's copy of the zone, marked stale, until the
+    /// first full read replaces it.
+    pub fn load_stale(&mut self, file: StateFile) {
+        let keys = file.kvs.len();
+        let (services, instances) = self.replace(file.kvs, file.revision);
+        self.status.set_stale(true);
+        self.status.mark_ready();
+        let age = crate::source::state::now().saturating_sub(file.written_at);
+        tracing::warn!(
+            revision = file.revision,
+            age_seconds = age,
+            keys,
+            services,
+            instances,
+            "serving the zone from the state file (stale) until etcd answers"
+        );
+    }
+
+    /// Classifies a put, and keeps it for the state file when it is one of
+    /// the sources' keys.
+    fn classify_and_keep(&mut self, key: &[u8], value: &[u8]) -> Classified {
+        let classified = self.sources.classify(key, value);
+        if let Some((kvs, _)) = &mut self.state {
+            if matches!(classified, Classified::Ignored) {
+                kvs.remove(key);
+            } else {
+                kvs.insert(key.to_vec(), value.to_vec());
+            }
+        }
+        classified
     }
 
     fn apply_one(&mut self, event: KvEvent) {
@@ -57,7 +102,7 @@ impl Watcher {
                 key,
                 value,
                 mod_revision,
-            } => match self.sources.classify(&key, &value) {
+            } => match self.classify_and_keep(&key, &value) {
                 Classified::Registration(registration) => {
                     let change = self.writer.upsert(&key, registration);
                     log_change(&change);
@@ -101,6 +146,9 @@ impl Watcher {
                 Classified::Ignored => {}
             },
             KvEvent::Delete { key, .. } => {
+                if let Some((kvs, _)) = &mut self.state {
+                    kvs.remove(&key);
+                }
                 self.writer.remove_overlay(&key);
                 self.writer.remove_sky(&key);
                 let change = self.writer.remove(&key);
@@ -111,8 +159,10 @@ impl Watcher {
     }
 }
 
-impl SyncSink for Watcher {
-    fn reset(&mut self, kvs: Vec<(Vec<u8>, Vec<u8>)>, revision: i64, reason: ResyncReason) {
+impl Watcher {
+    /// Replaces the zone with `kvs` at `revision` and publishes it;
+    /// returns (services, instances).
+    fn replace(&mut self, kvs: Vec<(Vec<u8>, Vec<u8>)>, revision: i64) -> (usize, usize) {
         // Keys already known as skipped for the same reason are not news:
         // a re-read after compaction must not log them all again.
         let known: HashSet<(String, &'static str)> = self
@@ -125,8 +175,14 @@ impl SyncSink for Watcher {
         let mut overlays = Vec::new();
         let mut sky = Vec::new();
         let mut skipped = BTreeMap::new();
+        let mut mirror = Kvs::new();
+        let keep = self.state.is_some();
         for (key, value) in kvs {
-            match self.sources.classify(&key, &value) {
+            let classified = self.sources.classify(&key, &value);
+            if keep && !matches!(classified, Classified::Ignored) {
+                mirror.insert(key.clone(), value);
+            }
+            match classified {
                 Classified::Registration(registration) => {
                     registrations.push((key, vec![registration]));
                 }
@@ -162,7 +218,29 @@ impl SyncSink for Watcher {
         log_ports(&self.writer.publish(), &self.zone);
         self.status.replace_skipped(skipped);
         self.status.set_revision(revision);
+        if let Some((kvs, _)) = &mut self.state {
+            *kvs = mirror;
+        }
+        (services, instances)
+    }
+
+    /// Offers the current keys and values to the state file's writer.
+    fn offer_state(&self) {
+        if let Some((kvs, keeper)) = &self.state {
+            keeper.offer(kvs.clone(), self.status.revision());
+        }
+    }
+}
+
+impl SyncSink for Watcher {
+    fn reset(&mut self, kvs: Vec<(Vec<u8>, Vec<u8>)>, revision: i64, reason: ResyncReason) {
+        let (services, instances) = self.replace(kvs, revision);
+        if self.status.is_stale() {
+            self.status.set_stale(false);
+            tracing::info!(revision, "etcd answered: the state file's zone is replaced");
+        }
         self.status.mark_ready();
+        self.offer_state();
         self.metrics.etcd_resync(reason);
         tracing::info!(
             reason = reason.as_str(),
@@ -180,6 +258,7 @@ impl SyncSink for Watcher {
         self.writer.set_revision(revision);
         log_ports(&self.writer.publish(), &self.zone);
         self.status.set_revision(revision);
+        self.offer_state();
     }
 
     fn set_connected(&mut self, connected: bool) {

@@ -24,5 +24,6 @@ mod security;
 mod skydns;
 mod soak;
 mod sources;
+mod state;
 mod sync;
 mod transport;
