@@ -20,6 +20,7 @@ mod layout;
 mod lifecycle;
 mod metrics;
 mod programs;
+mod replicas;
 mod security;
 mod skydns;
 mod soak;
