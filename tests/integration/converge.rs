@@ -745,9 +745,13 @@ struct Conn {
 
 impl Conn {
     async fn new(dns: SocketAddr) -> Result<Conn, String> {
+        // Loopback for a server on loopback; otherwise (rpcdns in another
+        // network namespace) whatever address routes there.
         let bind: SocketAddr = match dns {
-            SocketAddr::V4(_) => (Ipv4Addr::LOCALHOST, 0).into(),
-            SocketAddr::V6(_) => (Ipv6Addr::LOCALHOST, 0).into(),
+            SocketAddr::V4(v4) if v4.ip().is_loopback() => (Ipv4Addr::LOCALHOST, 0).into(),
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(v6) if v6.ip().is_loopback() => (Ipv6Addr::LOCALHOST, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         };
         let udp = UdpSocket::bind(bind)
             .await

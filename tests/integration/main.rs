@@ -19,6 +19,7 @@ mod hostile;
 mod layout;
 mod lifecycle;
 mod metrics;
+mod netfaults;
 mod programs;
 mod replicas;
 mod security;
