@@ -423,11 +423,14 @@ async fn demo_registrar_registers_the_go_zero_way() {
 // Kubernetes
 // ----------------------------------------------------------------------------
 
-const MANIFESTS: [&str; 4] = [
+const MANIFESTS: [&str; 7] = [
     "deploy/kubernetes/configmap.yaml",
     "deploy/kubernetes/deployment.yaml",
     "deploy/kubernetes/service.yaml",
     "deploy/kubernetes/kube-dns-stubdomains.yaml",
+    "deploy/kubernetes/node-configmap.yaml",
+    "deploy/kubernetes/node-daemonset.yaml",
+    "deploy/kubernetes/node-service.yaml",
 ];
 
 #[test]
@@ -531,6 +534,82 @@ fn kubernetes_manifests_match_the_kubernetes_schemas() {
     );
 }
 
+/// The DaemonSet variant (one rpcdns per node with an etcd gRPC proxy
+/// beside it) agrees with its ConfigMap: rpcdns's first endpoint is the
+/// proxy's loopback address, the proxy fronts the same members rpcdns
+/// falls back to, the state directory is a volume, and its Service keeps
+/// queries on the node. (The schemas are checked with the others.)
+#[test]
+fn the_node_daemonset_runs_a_grpc_proxy_beside_rpcdns() {
+    let daemonset = yaml("deploy/kubernetes/node-daemonset.yaml");
+    assert_eq!(daemonset["kind"], "DaemonSet");
+    let pod = &daemonset["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_array().expect("containers");
+    let named = |name: &str| {
+        containers
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no container {name}"))
+    };
+    let (rpcdns, proxy) = (named("rpcdns"), named("etcd-proxy"));
+    let map = yaml("deploy/kubernetes/node-configmap.yaml");
+    let text = map["data"]["rpcdns.yaml"].as_str().expect("rpcdns.yaml");
+    let config = yaml_str("node-configmap.yaml data.rpcdns.yaml", text);
+    let endpoints: Vec<&str> = config["etcd"]["endpoints"]
+        .as_array()
+        .expect("etcd.endpoints")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let command: Vec<&str> = proxy["command"]
+        .as_array()
+        .expect("proxy command")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(command[1..3], ["grpc-proxy", "start"]);
+    let flag = |name: &str| {
+        command
+            .iter()
+            .find_map(|a| a.strip_prefix(&format!("--{name}=")))
+            .unwrap_or_else(|| panic!("proxy without --{name}"))
+    };
+    assert_eq!(
+        flag("listen-addr"),
+        endpoints[0],
+        "rpcdns asks the proxy first"
+    );
+    assert!(
+        flag("listen-addr").starts_with("127.0.0.1:"),
+        "the proxy stays on the pod's loopback"
+    );
+    assert_eq!(
+        flag("endpoints").split(',').collect::<Vec<_>>(),
+        endpoints[1..]
+    );
+    let state_dir = config["state"]["dir"].as_str().expect("state.dir");
+    let mounts = rpcdns["volumeMounts"].as_array().expect("volumeMounts");
+    assert!(
+        mounts.iter().any(|m| m["mountPath"] == state_dir),
+        "state.dir {state_dir} is not a volume: {mounts:?}"
+    );
+    assert_eq!(rpcdns["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    for container in containers {
+        assert_eq!(
+            container["securityContext"]["allowPrivilegeEscalation"],
+            false
+        );
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    }
+    let service = yaml("deploy/kubernetes/node-service.yaml");
+    assert_eq!(service["spec"]["internalTrafficPolicy"], "Local");
+    assert_eq!(
+        service["spec"]["selector"],
+        daemonset["spec"]["selector"]["matchLabels"]
+    );
+}
+
 /// The rpcdns.yaml embedded in the ConfigMap.
 fn configmap_rpcdns_yaml() -> Value {
     let map = yaml("deploy/kubernetes/configmap.yaml");
@@ -543,18 +622,24 @@ fn configmap_rpcdns_yaml() -> Value {
 #[test]
 fn every_config_a_recipe_ships_passes_check_config() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let embedded = dir.path().join("configmap-rpcdns.yaml");
-    let map = yaml("deploy/kubernetes/configmap.yaml");
-    std::fs::write(
-        &embedded,
-        map["data"]["rpcdns.yaml"].as_str().unwrap_or_default(),
-    )
-    .expect("write the ConfigMap's rpcdns.yaml");
-    let files = [
+    let mut files = vec![
         root().join("config/rpcdns.yaml"),
         root().join("deploy/container/rpcdns.yaml"),
-        embedded,
     ];
+    for map in [
+        "deploy/kubernetes/configmap.yaml",
+        "deploy/kubernetes/node-configmap.yaml",
+    ] {
+        let embedded = dir.path().join(map.replace('/', "-"));
+        std::fs::write(
+            &embedded,
+            yaml(map)["data"]["rpcdns.yaml"]
+                .as_str()
+                .unwrap_or_default(),
+        )
+        .expect("write the ConfigMap's rpcdns.yaml");
+        files.push(embedded);
+    }
     for file in files {
         let path = file.to_string_lossy().into_owned();
         let (code, out, err) = run_rpcdns(&["check-config", &path], Duration::from_secs(10));
