@@ -9,8 +9,9 @@
 //!   `propagation_probe`): each change moves an instance to the other of two
 //!   ports, a real change every replica must apply;
 //! - the **sampler**, every `--sample-ms`, gives `probe.rpc/1` a new address
-//!   and polls every replica (one UDP socket, the query re-sent every
-//!   `--resend-ms` to the replicas that have not shown it yet) until each
+//!   and polls every replica (one UDP socket, the query re-sent after 1,
+//!   2, 4 ms ... up to `--resend-ms` to the replicas that have not shown it
+//!   yet) until each
 //!   answers it: one latency per replica per sample, from the put's return
 //!   to the first answer with the new address.
 //!
@@ -74,8 +75,9 @@ enum Command {
         /// Milliseconds between samples.
         #[arg(long, default_value_t = 250)]
         sample_ms: u64,
-        /// Milliseconds between re-sends to a replica not yet showing a sample.
-        #[arg(long, default_value_t = 5)]
+        /// The longest wait, in milliseconds, before asking a replica not
+        /// yet showing a sample again (1 ms first, doubling up to this).
+        #[arg(long, default_value_t = 8)]
         resend_ms: u64,
         /// Give up on a sample at a replica after this many milliseconds.
         #[arg(long, default_value_t = 5000)]
@@ -328,6 +330,9 @@ async fn poll_all(
     let mut query = encode_query(PROBE_NAME);
     let deadline = Instant::now() + plan.deadline;
     let mut buf = vec![0u8; 4096];
+    // Re-asked after 1 ms, then 2, 4, ... up to `resend`: fine resolution
+    // for the fast answers, bounded load for the slow ones.
+    let mut wait = Duration::from_millis(1).min(plan.resend);
     while pending > 0 && Instant::now() < deadline {
         for (i, addr) in replicas.iter().enumerate() {
             if seen[i].is_none() {
@@ -338,7 +343,8 @@ async fn poll_all(
                     .map_err(|e| format!("send to {addr}: {e}"))?;
             }
         }
-        let resend_at = tokio::time::Instant::now() + plan.resend;
+        let resend_at = tokio::time::Instant::now() + wait;
+        wait = (wait * 2).min(plan.resend);
         while let Ok(received) =
             tokio::time::timeout_at(resend_at, socket.recv_from(&mut buf)).await
         {
