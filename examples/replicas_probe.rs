@@ -293,10 +293,17 @@ async fn write_changes(
     let mut i: u64 = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    // Puts stay in flight across ticks (up to MAX_IN_FLIGHT), so a slow
+    // commit does not hold back the next tick's changes.
+    const MAX_IN_FLIGHT: usize = 256;
+    let mut in_flight = tokio::task::JoinSet::new();
+    let count = |done: Result<bool, tokio::task::JoinError>| match done {
+        Ok(true) => written.fetch_add(1, Ordering::Relaxed),
+        _ => failed.fetch_add(1, Ordering::Relaxed),
+    };
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         owed += per_tick;
-        let mut batch = tokio::task::JoinSet::new();
         while owed >= 1.0 {
             owed -= 1.0;
             let n = i % total;
@@ -306,14 +313,19 @@ async fn write_changes(
             let key = format!("svc{s}.rpc/{}", DATASET_ID_BASE + n);
             let value = dataset_value(n, s, alt);
             let mut kv = client.kv_client();
-            batch.spawn(async move { kv.put(key, value, None).await.is_ok() });
+            if in_flight.len() >= MAX_IN_FLIGHT
+                && let Some(done) = in_flight.join_next().await
+            {
+                count(done);
+            }
+            in_flight.spawn(async move { kv.put(key, value, None).await.is_ok() });
         }
-        while let Some(done) = batch.join_next().await {
-            match done {
-                Ok(true) => written.fetch_add(1, Ordering::Relaxed),
-                _ => failed.fetch_add(1, Ordering::Relaxed),
-            };
+        while let Some(done) = in_flight.try_join_next() {
+            count(done);
         }
+    }
+    while let Some(done) = in_flight.join_next().await {
+        count(done);
     }
 }
 
