@@ -14,7 +14,8 @@
 #            replicas with DNS queries for 10 s (DNS must not reach etcd);
 #   - for each RATE: the probe changes RATE registrations/s for DURATION
 #            seconds and times a sample every 250 ms on every replica.
-# Per run it prints etcd's CPU (cores, all members), the proxies' CPU,
+# Per run it prints etcd's CPU (cores, all members), the proxies' and the
+# replicas' CPU,
 # etcd's RSS, watch streams and watchers (etcd's gauges, all members),
 # the bytes etcd sent per second, the propagation percentiles over every
 # (replica, sample), the worst replica's p99, and whether every replica
@@ -170,25 +171,31 @@ etcd_revision() {
 # measure LABEL CMD...: runs CMD, and prints etcd's and the proxies' CPU
 # (cores) and etcd's bytes sent per second over its run.
 measure() {
-    local label=$1 t0 t1 e0 e1 p0=0 p1=0 b0 b1
+    local label=$1 t0 t1 e0 e1 p0=0 p1=0 r0 r1 b0 b1
     shift
     e0="$(cpu_ticks "${member_pids[@]}")"
     [ "${#proxy_pids[@]}" -eq 0 ] || p0="$(cpu_ticks "${proxy_pids[@]}")"
+    r0="$(cpu_ticks "${replica_pids[@]}")"
     b0="$(etcd_metric etcd_network_client_grpc_sent_bytes_total)"
     t0=$EPOCHREALTIME
     "$@"
     t1=$EPOCHREALTIME
     e1="$(cpu_ticks "${member_pids[@]}")"
     [ "${#proxy_pids[@]}" -eq 0 ] || p1="$(cpu_ticks "${proxy_pids[@]}")"
+    r1="$(cpu_ticks "${replica_pids[@]}")"
     b1="$(etcd_metric etcd_network_client_grpc_sent_bytes_total)"
-    python3 - "$label" "$t0" "$t1" "$e0" "$e1" "$p0" "$p1" "$b0" "$b1" "$CLK_TCK" <<'EOF'
+    python3 - "$label" "$t0" "$t1" "$e0" "$e1" "$p0" "$p1" "$r0" "$r1" "$b0" "$b1" \
+        "$CLK_TCK" "${#replica_pids[@]}" <<'EOF'
 import sys
-label, t0, t1, e0, e1, p0, p1, b0, b1, tck = sys.argv[1:]
+label, t0, t1, e0, e1, p0, p1, r0, r1, b0, b1, tck, n = sys.argv[1:]
 secs = float(t1) - float(t0)
-etcd = (int(e1) - int(e0)) / int(tck) / secs
-proxy = (int(p1) - int(p0)) / int(tck) / secs
+def cores(a, b):
+    return (int(b) - int(a)) / int(tck) / secs
 sent = (float(b1) - float(b0)) / secs / 1e6
-print(f"{label}: etcd CPU {etcd:.3f} cores, proxies {proxy:.3f} cores, etcd sent {sent:.2f} MB/s over {secs:.1f} s")
+replicas = cores(r0, r1)
+print(f"{label}: etcd CPU {cores(e0, e1):.3f} cores, proxies {cores(p0, p1):.3f} cores, "
+      f"replicas {replicas:.2f} cores ({1000 * replicas / int(n):.1f} ms/s each), "
+      f"etcd sent {sent:.2f} MB/s over {secs:.1f} s")
 EOF
 }
 
