@@ -273,9 +273,11 @@ pub async fn run_writer(
 ) {
     let mut too_large_warned = false;
     loop {
+        // Shutdown first: the last offer is written, once, and the task ends.
         let stopping = tokio::select! {
-            () = keeper.notify.notified() => false,
+            biased;
             () = shutdown.cancelled() => true,
+            () = keeper.notify.notified() => false,
         };
         if let Some((kvs, revision)) = keeper.take() {
             let job = config.clone();
@@ -307,14 +309,11 @@ pub async fn run_writer(
         if stopping {
             return;
         }
+        // Whatever comes meanwhile is written on the next turn (after
+        // shutdown, at once).
         tokio::select! {
             () = tokio::time::sleep(WRITE_INTERVAL) => {}
             () = shutdown.cancelled() => {}
-        }
-        // Whatever came meanwhile is written on the next turn; after
-        // shutdown, the last offer is.
-        if shutdown.is_cancelled() {
-            keeper.notify.notify_one();
         }
     }
 }

@@ -42,8 +42,9 @@ fn wait_log(rpcdns: &Rpcdns, needle: &str) {
     });
 }
 
-/// The story of the issue: rpcdns writes its copy, etcd becomes
-/// unreachable, rpcdns restarts and serves the copy (stale in /readyz,
+/// The story of the issue: rpcdns writes its copy (and its last change at
+/// shutdown), etcd becomes unreachable, rpcdns restarts and serves the
+/// copy (stale in /readyz,
 /// the metric and the log); meanwhile etcd changed, and once it answers,
 /// its full read replaces the copy entirely.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,6 +73,11 @@ async fn a_restart_during_an_etcd_outage_serves_the_last_zone() {
     first.wait_ready();
     wait_written(&first, 1.0);
     assert_eq!(readyz(&first).unwrap().1["stale"], false);
+    // A change within the 10 s between writes: written at shutdown.
+    let _late = register(&client, "late.rpc", "10.0.0.9:8009", 300).await;
+    eventually(PROPAGATION, || {
+        check_a(first.dns_addr, "late.rpc.svc.local.", &ipv4s(&["10.0.0.9"]))
+    });
 
     // etcd becomes unreachable, and the replica restarts.
     proxy.cut();
@@ -97,6 +103,11 @@ async fn a_restart_during_an_etcd_outage_serves_the_last_zone() {
     assert_eq!(
         a_set(&query_udp(dns, "db.svc.local.", RecordType::A, None)),
         ipv4s(&["10.0.0.7"])
+    );
+    assert_eq!(
+        a_set(&query_udp(dns, "late.rpc.svc.local.", RecordType::A, None)),
+        ipv4s(&["10.0.0.9"]),
+        "the change made after the first write was written at shutdown"
     );
 
     // While it is cut off, etcd changes; once it answers, etcd wins.
