@@ -29,6 +29,28 @@ pub const DEFAULT_PRIORITY: u16 = 10;
 pub const DEFAULT_WEIGHT: u16 = 100;
 /// CoreDNS stops a CNAME chain after this many links.
 const MAX_CHAIN: usize = 8;
+/// The most names one answer follows CNAMEs into (or looks glue up at):
+/// a tree whose names each alias many others would otherwise cost a query
+/// its fan-out to the power of the chain length. Past it, CNAMEs are
+/// answered alone, for the resolver to follow, and targets get no glue.
+pub const MAX_FOLLOWED: usize = 64;
+
+/// The CNAME chain being followed for one answer, and how many more names
+/// the answer may follow.
+#[derive(Debug)]
+struct Chase {
+    path: Vec<Box<str>>,
+    budget: usize,
+}
+
+impl Chase {
+    fn new() -> Self {
+        Chase {
+            path: Vec::new(),
+            budget: MAX_FOLLOWED,
+        }
+    }
+}
 /// The most records a name answers with, the first in key order: a DNS
 /// message holds about 4,000 addresses at most, and this bounds what an
 /// update rebuilds per name above it, whatever the size of the tree.
@@ -391,7 +413,7 @@ impl ZoneSnapshot {
         let question = pointer(super::QNAME_OFFSET);
         match qtype {
             rrtype::A | rrtype::AAAA | rrtype::TXT => {
-                let mut chain = Vec::new();
+                let mut chain = Chase::new();
                 out.an = self.sky_chase(node, qtype, &question, &mut chain, &mut out.answer);
             }
             rrtype::SRV => self.sky_srv(node, &mut out),
@@ -432,7 +454,7 @@ impl ZoneSnapshot {
         node: &SkyNode,
         qtype: u16,
         owner: &[u8],
-        chain: &mut Vec<Box<str>>,
+        chain: &mut Chase,
         out: &mut Vec<u8>,
     ) -> u16 {
         let fqdn = self.sky_fqdn(&node.name);
@@ -467,8 +489,8 @@ impl ZoneSnapshot {
                     // `x CNAME x` or below it is a loop; so is a target
                     // already in the chain.
                     if is_at_or_below(target, &fqdn)
-                        || chain.len() >= MAX_CHAIN
-                        || chain.contains(target)
+                        || chain.path.len() >= MAX_CHAIN
+                        || chain.path.contains(target)
                     {
                         continue;
                     }
@@ -485,11 +507,12 @@ impl ZoneSnapshot {
                         .sky_relative(target)
                         .map(|rel| self.lookup_relative(rel))
                     {
-                        Some(Lookup::Sky(next)) => {
-                            chain.push(target.clone());
+                        Some(Lookup::Sky(next)) if chain.budget > 0 => {
+                            chain.budget -= 1;
+                            chain.path.push(target.clone());
                             let mut rest = Vec::new();
                             let n = self.sky_chase(next, qtype, &target_wire, chain, &mut rest);
-                            chain.pop();
+                            chain.path.pop();
                             if n > 0 {
                                 out.extend_from_slice(&cname);
                                 out.extend_from_slice(&rest);
@@ -536,6 +559,8 @@ impl ZoneSnapshot {
         let mut srv_seen: HashSet<(String, u16)> = HashSet::new();
         let mut glue_seen: HashSet<(String, IpAddr)> = HashSet::new();
         let mut chased: HashSet<String> = HashSet::new();
+        // One budget for all the targets' glue.
+        let mut glue_chase = Chase::new();
         for record in records {
             let Some(port) = record.port else { continue };
             let total = totals.get(&record.priority).copied().unwrap_or(1).max(1) as f64;
@@ -593,19 +618,20 @@ impl ZoneSnapshot {
                     out.an += 1;
                     // Glue for a target in the zone: its addresses, through
                     // its CNAMEs (CoreDNS gives the A records only).
-                    if !chased.contains(&target)
+                    if glue_chase.budget > 0
+                        && !chased.contains(&target)
                         && let Some(Lookup::Sky(next)) = self
                             .sky_relative(&target)
                             .map(|rel| self.lookup_relative(rel))
                     {
+                        glue_chase.budget -= 1;
                         chased.insert(target.clone());
                         for qtype in [rrtype::A, rrtype::AAAA] {
-                            let mut chain = Vec::new();
                             out.ar += self.sky_chase(
                                 next,
                                 qtype,
                                 &target_wire,
-                                &mut chain,
+                                &mut glue_chase,
                                 &mut out.glue,
                             );
                         }
@@ -711,6 +737,50 @@ mod tests {
         assert_eq!(big.record_count(), MAX_NODE_RECORDS);
         assert_eq!(&*big.records[0].name, "i00000.big");
         assert_eq!(tree.len(), MAX_NODE_RECORDS + 10);
+    }
+
+    /// Every name aliases ten others, eight levels deep: following every
+    /// CNAME would be 10^8 names for one query. The answer follows at
+    /// most MAX_FOLLOWED of them and answers the rest as bare CNAMEs.
+    #[test]
+    fn an_answer_follows_a_bounded_number_of_names() {
+        use super::super::{ZoneParams, ZoneStore, ZoneWriter};
+        let store = Arc::new(ZoneStore::new(ZoneParams {
+            origin: hickory_proto::rr::Name::from_ascii("svc.local.").unwrap(),
+            ttl: 5,
+            negative_ttl: 5,
+            grpc: Default::default(),
+            reverse: Vec::new(),
+        }));
+        let mut writer = ZoneWriter::new(store.clone());
+        let alias = |name: &str, host: &str| SkyRecord {
+            host: SkyHost::Name(host.into()),
+            ..(*record(name, "")).clone()
+        };
+        for level in 0..8 {
+            for i in 0..10 {
+                let owner = format!("l{level}-{i}");
+                for j in 0..10 {
+                    let name = format!("c{j}.{owner}");
+                    let target = format!("l{}-{j}.svc.local", level + 1);
+                    writer.set_sky(name.as_bytes(), alias(&name, &target));
+                }
+            }
+        }
+        for i in 0..10 {
+            let name = format!("l8-{i}");
+            writer.set_sky(name.as_bytes(), (*record(&name, "")).clone());
+        }
+        writer.publish();
+        let snapshot = store.load();
+        let node = snapshot.sky_node("l0-0").unwrap();
+        let answer = snapshot.sky_answer(node, rrtype::A);
+        assert!(answer.an > 0);
+        assert!(
+            usize::from(answer.an) <= 10 * (MAX_FOLLOWED + 1) + 10,
+            "{} records in one answer",
+            answer.an
+        );
     }
 
     #[test]
