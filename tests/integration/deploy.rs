@@ -423,7 +423,7 @@ async fn demo_registrar_registers_the_go_zero_way() {
 // Kubernetes
 // ----------------------------------------------------------------------------
 
-const MANIFESTS: [&str; 7] = [
+const MANIFESTS: [&str; 9] = [
     "deploy/kubernetes/configmap.yaml",
     "deploy/kubernetes/deployment.yaml",
     "deploy/kubernetes/service.yaml",
@@ -431,6 +431,8 @@ const MANIFESTS: [&str; 7] = [
     "deploy/kubernetes/node-configmap.yaml",
     "deploy/kubernetes/node-daemonset.yaml",
     "deploy/kubernetes/node-service.yaml",
+    "deploy/kubernetes/etcd-proxy-deployment.yaml",
+    "deploy/kubernetes/etcd-proxy-service.yaml",
 ];
 
 #[test]
@@ -607,6 +609,42 @@ fn the_node_daemonset_runs_a_grpc_proxy_beside_rpcdns() {
     assert_eq!(
         service["spec"]["selector"],
         daemonset["spec"]["selector"]["matchLabels"]
+    );
+}
+
+/// The shared proxy tier fronts the same members as the per-node
+/// sidecar, and its Service reaches the port the proxies listen on.
+#[test]
+fn the_shared_proxy_tier_agrees_with_its_service() {
+    let deployment = yaml("deploy/kubernetes/etcd-proxy-deployment.yaml");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let flag = |command: &Value, name: &str| -> String {
+        command
+            .as_array()
+            .expect("command")
+            .iter()
+            .filter_map(Value::as_str)
+            .find_map(|a| a.strip_prefix(&format!("--{name}=")))
+            .unwrap_or_else(|| panic!("no --{name}"))
+            .to_owned()
+    };
+    let sidecar =
+        &yaml("deploy/kubernetes/node-daemonset.yaml")["spec"]["template"]["spec"]["containers"][1];
+    assert_eq!(
+        flag(&container["command"], "endpoints"),
+        flag(&sidecar["command"], "endpoints")
+    );
+    let listen = flag(&container["command"], "listen-addr");
+    let port = port_of(&listen);
+    assert_eq!(container["ports"][0]["containerPort"], u64::from(port));
+    let service = yaml("deploy/kubernetes/etcd-proxy-service.yaml");
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"],
+        container["ports"][0]["name"]
+    );
+    assert_eq!(
+        service["spec"]["selector"],
+        deployment["spec"]["selector"]["matchLabels"]
     );
 }
 
