@@ -583,18 +583,24 @@ impl ZoneSnapshot {
             rdata.extend_from_slice(&weight.to_be_bytes());
             rdata.extend_from_slice(&port.to_be_bytes());
             rdata.extend_from_slice(&target_wire);
+            // CoreDNS writes an address's SRV record once per target and
+            // port; a host name's every time.
+            let fresh = match &record.host {
+                SkyHost::Ip(_) => srv_seen.insert((target.clone(), port)),
+                _ => true,
+            };
+            if fresh {
+                write_rr(
+                    &mut out.answer,
+                    &[&question],
+                    rrtype::SRV,
+                    record.ttl,
+                    &[&rdata],
+                );
+                out.an += 1;
+            }
             match &record.host {
                 SkyHost::Ip(addr) => {
-                    if srv_seen.insert((target.clone(), port)) {
-                        write_rr(
-                            &mut out.answer,
-                            &[&question],
-                            rrtype::SRV,
-                            record.ttl,
-                            &[&rdata],
-                        );
-                        out.an += 1;
-                    }
                     if glue_seen.insert((target.clone(), *addr)) {
                         let (rtype, octets) = address_rdata(addr);
                         write_rr(
@@ -608,14 +614,6 @@ impl ZoneSnapshot {
                     }
                 }
                 _ => {
-                    write_rr(
-                        &mut out.answer,
-                        &[&question],
-                        rrtype::SRV,
-                        record.ttl,
-                        &[&rdata],
-                    );
-                    out.an += 1;
                     // Glue for a target in the zone: its addresses, through
                     // its CNAMEs (CoreDNS gives the A records only).
                     if glue_chase.budget > 0
