@@ -1076,6 +1076,17 @@ pub fn srv_of(records: &[Record]) -> Vec<SRV> {
         .collect()
 }
 
+/// Each TXT record among `records`, as hickory displays it.
+pub fn txt_of(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(t) => Some(t.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The first SOA record among `records`, with its TTL and owner.
 pub fn soa_of(records: &[Record]) -> Option<(SOA, u32, Name)> {
     records.iter().find_map(|r| match &r.data {

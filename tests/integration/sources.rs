@@ -229,14 +229,7 @@ async fn kratos_instances_with_an_srv_name_per_scheme() {
     );
     // Metadata is TXT at the instance name; none, no data.
     let txt = query_udp(dns, "v6.helloworld.svc.local.", RecordType::TXT, None);
-    let texts: Vec<String> = txt
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            hickory_proto::rr::RData::TXT(t) => Some(t.to_string()),
-            _ => None,
-        })
-        .collect();
+    let texts = txt_of(&txt.answers);
     assert_eq!(texts, vec!["weight=20".to_owned()]);
     let none = query_udp(dns, first, RecordType::TXT, None);
     assert!(
@@ -323,14 +316,7 @@ async fn the_overlay_sets_weights_and_service_configs_of_go_zero_services() {
         RecordType::TXT,
         None,
     );
-    let text: String = txt
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            hickory_proto::rr::RData::TXT(t) => Some(t.to_string()),
-            _ => None,
-        })
-        .collect();
+    let text: String = txt_of(&txt.answers).concat();
     assert!(text.contains("pick_first"), "{text}");
 
     // A bad overlay is skipped, with its reason, and no longer applies.
